@@ -1,0 +1,251 @@
+"""Self-describing checkpoints, written atomically and loaded without unpickling.
+
+A checkpoint is one directory that `translate`, `average`, `info` and `export` need alone:
+
+- `model.safetensors`: the weights (a tied matrix stored once, under its first name),
+- `config.json`: the `ModelConfig`,
+- `spm.model`: the SentencePiece model the weights were trained with,
+- `meta.json`: format tag, training step and epoch, the prepared data it was trained on
+  (name, languages, content hash), the nmt version and anything the writer adds,
+- `train_state.pt` (training checkpoints only): optimizer, schedule, loss scaler, RNG states and
+  data position, saved with `torch.save` of plain tensors and containers and read back with
+  `torch.load(weights_only=True)`.
+
+A run directory keeps its checkpoints as `checkpoints/step-00001000/`; `list_checkpoints` finds
+them in step order, so `nmt average --last 5` picks exactly what `nmt train` wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nmt import __version__
+from nmt.config import ModelConfig
+from nmt.errors import CheckpointError, ConfigError, DataError
+from nmt.vocab import Vocabulary
+
+CHECKPOINT_FORMAT = "nmt-checkpoint/1"
+WEIGHTS, CONFIG, VOCAB, META, TRAIN_STATE = (
+    "model.safetensors", "config.json", "spm.model", "meta.json", "train_state.pt")
+STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: everything needed to rebuild and run the model."""
+
+    path: Path
+    config: ModelConfig
+    vocab: Vocabulary
+    tensors: dict[str, Tensor]  # unique weights, as stored
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+    def build_model(self, device: str | torch.device = "cpu") -> nn.Module:
+        from nmt.model import Transformer
+
+        model = Transformer(self.config)
+        load_weights(model, self.tensors, where=str(self.path / WEIGHTS))
+        return model.to(device).eval()
+
+
+def unique_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    """The model's state with each shared (tied) tensor once, under its first name."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        key = tensor.untyped_storage().data_ptr() if tensor.numel() else id(tensor)
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def load_weights(model: nn.Module, tensors: dict[str, Tensor], *, where: str) -> None:
+    """Load unique tensors into `model`, filling tied aliases; errors name the file."""
+    expected = unique_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights do not fit the config (missing: {missing[:3]}, unexpected: {unexpected[:3]})",
+            where=where)
+    for name, ref in expected.items():
+        if tensors[name].shape != ref.shape:
+            raise CheckpointError(
+                f"{name} has shape {tuple(tensors[name].shape)}, config needs {tuple(ref.shape)}",
+                where=where)
+    model.load_state_dict(tensors, strict=False)
+
+
+def write_checkpoint(
+    path: str | os.PathLike,
+    *,
+    tensors: dict[str, Tensor],
+    config: ModelConfig,
+    vocab: Vocabulary,
+    meta: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically: into a temporary sibling, then rename.
+
+    An existing checkpoint of the same name is replaced only once the new one is complete.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    full_meta = {"format": CHECKPOINT_FORMAT, "nmt_version": __version__,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS),
+              metadata={"format": CHECKPOINT_FORMAT})
+    (tmp / CONFIG).write_text(config.to_json() + "\n", encoding="utf-8")
+    vocab.save(tmp / VOCAB)
+    if train_state is not None:
+        torch.save(train_state, tmp / TRAIN_STATE)
+    (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n",
+                            encoding="utf-8")
+    for f in tmp.iterdir():
+        _fsync(f)
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    _fsync(path.parent)
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, vocab: Vocabulary,
+                    meta: dict[str, Any], train_state: dict[str, Any] | None = None) -> Path:
+    """Write `model` (its config comes from `model.config`) as a checkpoint directory."""
+    return write_checkpoint(path, tensors=unique_state_dict(model), config=model.config,
+                            vocab=vocab, meta=meta, train_state=train_state)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """The checkpoint directory `path`, or a one-line error saying why it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError("no such checkpoint", where=str(path))
+    if path.is_dir() and not (path / META).exists() and list_checkpoints(path):
+        raise CheckpointError(
+            "is a run directory; pass one of its checkpoints (e.g. "
+            f"{list_checkpoints(path)[-1][1]}) or average them with `nmt average`",
+            where=str(path))
+    if not path.is_dir():
+        raise CheckpointError("not a checkpoint directory", where=str(path))
+    for name in (META, CONFIG, WEIGHTS, VOCAB):
+        if not (path / name).is_file():
+            raise CheckpointError(f"missing {name}: not an nmt checkpoint", where=str(path))
+    return path
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    meta = _read_json(path / META)
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"foreign checkpoint format {meta.get('format')!r} (expected {CHECKPOINT_FORMAT})",
+            where=str(path / META))
+    return meta
+
+
+def read_config(path: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(_read_json(path / CONFIG))
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"invalid model config ({exc})", where=str(path / CONFIG)) from None
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Checkpoint:
+    """Load a checkpoint directory; never unpickles anything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = check_checkpoint_dir(path)
+    meta = read_meta(path)
+    config = read_config(path)
+    try:
+        vocab = Vocabulary.from_file(path / VOCAB)
+    except DataError as exc:
+        raise CheckpointError(str(exc).split(": ", 1)[-1], where=str(path / VOCAB)) from None
+    try:
+        tensors = load_file(str(path / WEIGHTS), device=device)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"truncated or corrupt weights ({exc})",
+                              where=str(path / WEIGHTS)) from None
+    if len(vocab) != config.vocab_size:
+        raise CheckpointError(
+            f"vocabulary has {len(vocab)} pieces but the model expects {config.vocab_size}",
+            where=str(path))
+    return Checkpoint(path=path, config=config, vocab=vocab, tensors=tensors, meta=meta)
+
+
+def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The training state beside a checkpoint's weights, loaded with `weights_only=True`."""
+    file = Path(path) / TRAIN_STATE
+    if not file.is_file():
+        raise CheckpointError("no training state (train_state.pt) to resume from",
+                              where=str(path))
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or hostile files
+        raise CheckpointError(f"unreadable training state ({type(exc).__name__})",
+                              where=str(file)) from None
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run directory as (step, path), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = STEP_DIR.match(child.name)
+        if match and (child / META).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"unreadable JSON ({exc})", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise CheckpointError("expected a JSON object", where=str(path))
+    return data

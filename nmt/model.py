@@ -1,0 +1,318 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al., 2017), in plain PyTorch.
+
+Small modules with one idea each: sinusoidal positions, multi-head attention, the feed-forward
+network, encoder and decoder layers and stacks, and the model that ties them to one shared
+vocabulary. The API is explicit:
+
+- `Transformer.encode(src)` -> encoder states and the source padding mask,
+- `Transformer.decode(tgt_in, memory, src_pad)` -> logits for every target position (training),
+- `Transformer.forward(src, tgt_in)` -> both of the above,
+- `Transformer.start_state(memory, src_pad)` and `Transformer.decode_step(tokens, state)` ->
+  incremental decoding with a key/value cache, so step t costs O(t) and not O(t^2).
+
+Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.config import ModelConfig
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
+    """PE[pos, i] = sin(pos / 10000^(2i/dim)) for i < dim/2, cos(...) for the second half.
+
+    The paper's frequencies, laid out with all sines first and all cosines second (as fairseq,
+    tensor2tensor and Marian do), so that exported models compute exactly the same function.
+    """
+    half = dim // 2
+    positions = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64) * 2.0 / dim)  # (dim/2,)
+    angles = positions * freqs  # (P, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()  # (P, dim)
+
+
+class Embedding(nn.Module):
+    """Token embedding scaled by sqrt(d_model), plus sinusoidal positions, then dropout."""
+
+    def __init__(self, tokens: nn.Embedding, config: ModelConfig) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.scale = math.sqrt(config.d_model)
+        self.register_buffer(
+            "positions", sinusoidal_table(config.max_positions, config.d_model), persistent=False
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
+        # ids: (B, T); offset: position of ids[:, 0] (non-zero during incremental decoding)
+        pos = self.positions[offset : offset + ids.size(1)]  # (T, D)
+        return self.dropout(self.tokens(ids) * self.scale + pos)  # (B, T, D)
+
+
+@dataclass
+class KeyValue:
+    """Cached keys and values of one attention module, each (B, H, L, D/H)."""
+
+    k: Tensor
+    v: Tensor
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention over H heads, through `F.scaled_dot_product_attention`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.q_proj = nn.Linear(config.d_model, config.d_model)
+        self.k_proj = nn.Linear(config.d_model, config.d_model)
+        self.v_proj = nn.Linear(config.d_model, config.d_model)
+        self.out_proj = nn.Linear(config.d_model, config.d_model)
+        self.attn_dropout = config.attn_dropout
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, T, D/H)
+
+    def project_kv(self, x: Tensor) -> KeyValue:
+        return KeyValue(self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x)))
+
+    def attend(
+        self, x: Tensor, kv: KeyValue, mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
+        # x: (B, T, D) queries; kv: (B, H, L, D/H); mask: (B, 1, 1 or T, L) bool, True = attend
+        q = self.split_heads(self.q_proj(x))  # (B, H, T, D/H)
+        p = self.attn_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p,
+                                             is_causal=causal)  # (B, H, T, D/H)
+        b, h, t, dh = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, h * dh))  # (B, T, D)
+
+    def forward(
+        self, x: Tensor, memory: Tensor, mask: Tensor | None = None, causal: bool = False
+    ) -> Tensor:
+        return self.attend(x, self.project_kv(memory), mask, causal)
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN(x) = max(0, x W1 + b1) W2 + b2."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.d_ff)
+        self.fc2 = nn.Linear(config.d_ff, config.d_model)
+        self.dropout = nn.Dropout(config.activation_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(F.relu(self.fc1(x))))  # (B, T, D)
+
+
+class Residual(nn.Module):
+    """Residual + LayerNorm: post-norm LN(x + drop(f(x))) or pre-norm x + drop(f(LN(x)))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm_first = config.norm_first
+
+    def forward(self, x: Tensor, sublayer) -> Tensor:
+        if self.norm_first:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config)
+        self.self_attn_res = Residual(config)
+        self.ffn = FeedForward(config)
+        self.ffn_res = Residual(config)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        # x: (B, S, D); mask: (B, 1, 1, S) True where the source token is real
+        x = self.self_attn_res(x, lambda h: self.self_attn(h, h, mask))
+        return self.ffn_res(x, self.ffn)  # (B, S, D)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config)
+        self.self_attn_res = Residual(config)
+        self.cross_attn = MultiHeadAttention(config)
+        self.cross_attn_res = Residual(config)
+        self.ffn = FeedForward(config)
+        self.ffn_res = Residual(config)
+
+    def forward(self, x: Tensor, memory_kv: KeyValue, src_mask: Tensor) -> Tensor:
+        # Full forward over all T positions with a causal mask: (B, T, D) -> (B, T, D)
+        x = self.self_attn_res(x, lambda h: self.self_attn(h, h, causal=True))
+        x = self.cross_attn_res(x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask))
+        return self.ffn_res(x, self.ffn)
+
+    def step(self, x: Tensor, cache: KeyValue | None, memory_kv: KeyValue,
+             src_mask: Tensor) -> tuple[Tensor, KeyValue]:
+        # One new position: x (B, 1, D); cache holds keys/values of the earlier positions.
+        def self_attend(h: Tensor) -> Tensor:
+            nonlocal cache
+            new = self.self_attn.project_kv(h)  # (B, H, 1, D/H)
+            if cache is None:
+                cache = new
+            else:
+                cache = KeyValue(torch.cat([cache.k, new.k], 2), torch.cat([cache.v, new.v], 2))
+            return self.self_attn.attend(h, cache)  # the new query sees every cached position
+
+        x = self.self_attn_res(x, self_attend)
+        x = self.cross_attn_res(x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask))
+        return self.ffn_res(x, self.ffn), cache
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.embed = Embedding(tokens, config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
+        self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+
+    def forward(self, src: Tensor, mask: Tensor) -> Tensor:
+        x = self.embed(src)  # (B, S, D)
+        for layer in self.layers:
+            x = layer(x, mask)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+
+@dataclass
+class DecoderState:
+    """Everything incremental decoding carries between steps, for a batch of B rows."""
+
+    memory_kv: list[KeyValue]  # per layer: encoder-decoder keys/values, precomputed once
+    src_mask: Tensor  # (B, 1, 1, S) True where the source token is real
+    self_kv: list[KeyValue | None]  # per layer: self-attention keys/values of past positions
+    length: int = 0  # number of target positions decoded so far
+
+    def select(self, index: Tensor) -> DecoderState:
+        """Keep, reorder or repeat batch rows (beam reordering, dropping finished rows)."""
+        pick = lambda kv: KeyValue(kv.k.index_select(0, index), kv.v.index_select(0, index))  # noqa: E731
+        return DecoderState(
+            memory_kv=[pick(kv) for kv in self.memory_kv],
+            src_mask=self.src_mask.index_select(0, index),
+            self_kv=[None if kv is None else pick(kv) for kv in self.self_kv],
+            length=self.length,
+        )
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:
+        super().__init__()
+        self.embed = Embedding(tokens, config)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.n_decoder_layers))
+        self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+
+    def memory_kv(self, memory: Tensor) -> list[KeyValue]:
+        return [layer.cross_attn.project_kv(memory) for layer in self.layers]
+
+    def forward(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
+        x = self.embed(tgt_in)  # (B, T, D)
+        for layer, kv in zip(self.layers, self.memory_kv(memory), strict=True):
+            x = layer(x, kv, src_mask)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        x = self.embed(tokens, offset=state.length)  # (B, 1, D)
+        for i, layer in enumerate(self.layers):
+            x, state.self_kv[i] = layer.step(x, state.self_kv[i], state.memory_kv[i],
+                                             state.src_mask)
+        state.length += 1
+        return self.final_norm(x) if self.final_norm is not None else x  # (B, 1, D)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer over one shared vocabulary."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, v = config.d_model, config.vocab_size
+        src_tokens = nn.Embedding(v, d, padding_idx=config.pad_id)
+        tgt_tokens = src_tokens if config.share_embeddings else nn.Embedding(
+            v, d, padding_idx=config.pad_id)
+        self.encoder = Encoder(config, src_tokens)
+        self.decoder = Decoder(config, tgt_tokens)
+        self.output = nn.Linear(d, v, bias=False)
+        if config.tie_output:
+            self.output.weight = tgt_tokens.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform for projections; N(0, d^-0.5) for embeddings with the padding row zero."""
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and "tokens" not in name and not name.startswith("output"):
+                nn.init.xavier_uniform_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+        std = self.config.d_model ** -0.5
+        embeddings = {id(m.weight): m for m in self.modules() if isinstance(m, nn.Embedding)}
+        for emb in embeddings.values():
+            nn.init.normal_(emb.weight, 0.0, std)
+            with torch.no_grad():
+                emb.weight[self.config.pad_id].zero_()
+        if not self.config.tie_output:
+            nn.init.normal_(self.output.weight, 0.0, std)
+
+    def source_mask(self, src: Tensor) -> Tensor:
+        return (src != self.config.pad_id)[:, None, None, :]  # (B, 1, 1, S) True = real token
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S)."""
+        mask = self.source_mask(src)
+        return self.encoder(src, mask), mask
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
+        """Teacher-forced decoding: tgt_in (B, T) -> logits (B, T, V)."""
+        return self.output(self.decoder(tgt_in, memory, src_mask))
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        memory, src_mask = self.encode(src)
+        return self.decode(tgt_in, memory, src_mask)  # (B, T, V)
+
+    def start_state(self, memory: Tensor, src_mask: Tensor) -> DecoderState:
+        """State for incremental decoding; encoder-decoder keys/values are computed here once."""
+        return DecoderState(
+            memory_kv=self.decoder.memory_kv(memory),
+            src_mask=src_mask,
+            self_kv=[None] * len(self.decoder.layers),
+        )
+
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """Feed one token per row, tokens (B,) or (B, 1); returns logits (B, V), updates state."""
+        if tokens.dim() == 1:
+            tokens = tokens.unsqueeze(1)
+        return self.output(self.decoder.step(tokens, state)).squeeze(1)  # (B, V)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct trainable parameters (a tied matrix counts once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def closed_form_parameters(config: ModelConfig) -> int:
+    """The parameter count from the architecture alone, to check `Transformer` against."""
+    d, f, v = config.d_model, config.d_ff, config.vocab_size
+    attention = 4 * (d * d + d)
+    ffn = d * f + f + f * d + d
+    norm = 2 * d
+    encoder_layer = attention + ffn + 2 * norm
+    decoder_layer = 2 * attention + ffn + 3 * norm
+    n_embeddings = 1 if config.share_embeddings else 2
+    output = 0 if config.tie_output else v * d
+    final_norms = 2 * norm if config.norm_first else 0
+    return (n_embeddings * v * d + output + final_norms
+            + config.n_encoder_layers * encoder_layer + config.n_decoder_layers * decoder_layer)

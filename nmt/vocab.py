@@ -1,0 +1,117 @@
+"""The shared subword vocabulary: a joint SentencePiece model with fixed special-token ids.
+
+The model's bytes travel inside every prepared data directory and every checkpoint, so that
+`translate` applies exactly the segmentation the model was trained with (no BPE by hand).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from nmt.errors import DataError
+
+log = logging.getLogger(__name__)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+class Vocabulary:
+    """A SentencePiece model held as bytes; encodes text to ids and decodes ids to text."""
+
+    def __init__(self, model_bytes: bytes) -> None:
+        import sentencepiece as spm
+
+        self.model_bytes = model_bytes
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(model_bytes)
+        except Exception as exc:  # sentencepiece raises plain RuntimeError/OSError
+            raise DataError(f"not a SentencePiece model ({exc})") from None
+        self.pad_id = self.sp.pad_id()
+        self.unk_id = self.sp.unk_id()
+        self.bos_id = self.sp.bos_id()
+        self.eos_id = self.sp.eos_id()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> Vocabulary:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read SentencePiece model ({exc.strerror})",
+                            where=str(path)) from None
+        try:
+            return cls(data)
+        except DataError as exc:
+            raise DataError(str(exc), where=str(path)) from None
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.model_bytes).hexdigest()
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_bytes(self.model_bytes)
+
+    def encode(self, text: str) -> list[int]:
+        """Subword ids of `text`, without BOS/EOS."""
+        return self.sp.encode(text, out_type=int)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts, out_type=int)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Detokenized text of `ids`; special tokens are dropped."""
+        specials = {self.pad_id, self.bos_id, self.eos_id}
+        return self.sp.decode([i for i in ids if i not in specials])
+
+    def pieces(self, text: str) -> list[str]:
+        return self.sp.encode(text, out_type=str)
+
+
+def train_sentencepiece(
+    sentences: Iterable[str],
+    *,
+    vocab_size: int,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
+    byte_fallback: bool = True,
+    input_sentence_size: int = 10_000_000,
+    num_threads: int | None = None,
+) -> Vocabulary:
+    """Train a joint SentencePiece model on `sentences` with pad/unk/bos/eos = 0/1/2/3.
+
+    With byte fallback no input character becomes `<unk>`. `hard_vocab_limit` is off so that a
+    small corpus with fewer distinct pieces than `vocab_size` still gets a model.
+    """
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    iterator: Iterator[str] = (s for s in sentences if s)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iterator,
+            model_writer=buffer,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            byte_fallback=byte_fallback,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            seed_sentencepiece_size=1_000_000,
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+            hard_vocab_limit=False,
+            num_threads=num_threads or os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        raise DataError(f"SentencePiece training failed: {exc}") from None
+    return Vocabulary(buffer.getvalue())

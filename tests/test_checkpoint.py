@@ -1,0 +1,134 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nmt.checkpoint import (
+    checkpoint_name,
+    list_checkpoints,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+)
+from nmt.errors import CheckpointError
+
+META = {"step": 42, "epoch": 3, "data": {"name": "toy", "src_lang": "en", "tgt_lang": "de",
+                                         "content_hash": "abc123"}}
+
+
+def test_round_trip_is_bit_exact(tmp_path, tiny_model, tiny_vocab):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    ckpt = load_checkpoint(path)
+    assert ckpt.config == tiny_model.config and ckpt.step == 42
+    assert ckpt.vocab.sha256 == tiny_vocab.sha256
+    assert ckpt.meta["data"]["content_hash"] == "abc123"
+    loaded = ckpt.build_model()
+    for (name, a), (_, b) in zip(tiny_model.state_dict().items(), loaded.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+    # tied weights stay tied after loading
+    assert loaded.output.weight is loaded.decoder.embed.tokens.weight
+    src = torch.randint(4, 100, (2, 5))
+    tgt = torch.randint(4, 100, (2, 4))
+    with torch.no_grad():
+        assert torch.equal(tiny_model(src, tgt), loaded(src, tgt))
+
+
+def test_tied_matrix_is_stored_once(tmp_path, tiny_model, tiny_vocab):
+    from safetensors import safe_open
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert "encoder.embed.tokens.weight" in keys
+    assert "output.weight" not in keys and "decoder.embed.tokens.weight" not in keys
+
+
+def test_train_state_loads_with_weights_only(tmp_path, tiny_model, tiny_vocab):
+    state = {"step": 7, "rng": torch.get_rng_state(), "opt": {"lr": 0.1, "m": torch.ones(3)}}
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META, train_state=state)
+    back = load_train_state(path)
+    assert back["step"] == 7 and torch.equal(back["rng"], state["rng"])
+
+
+def test_train_state_refuses_pickled_objects(tmp_path, tiny_model, tiny_vocab):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    torch.save({"evil": object()}, path / "train_state.pt")
+    with pytest.raises(CheckpointError, match="unreadable training state"):
+        load_train_state(path)
+
+
+def test_overwrite_replaces_only_when_complete(tmp_path, tiny_model, tiny_vocab):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    save_checkpoint(path, tiny_model, tiny_vocab, {**META, "step": 43})
+    assert load_checkpoint(path).step == 43
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_interrupted_write_leaves_no_checkpoint(tmp_path, tiny_vocab):
+    """Kill a writer in the middle of the weights file: the final name never appears."""
+    script = f"""
+import os, signal, torch, safetensors.torch as st
+from nmt.checkpoint import save_checkpoint
+from nmt.config import preset
+from nmt.model import Transformer
+from nmt.vocab import Vocabulary
+real = st.save_file
+def dying(tensors, filename, metadata=None):
+    real(tensors, filename, metadata)
+    with open(filename, "r+b") as f:
+        f.truncate(100)
+    os.kill(os.getpid(), signal.SIGKILL)
+st.save_file = dying
+vocab = Vocabulary(open({str(tmp_path / 'spm.model')!r}, 'rb').read())
+model = Transformer(preset("tiny", vocab_size=len(vocab)))
+save_checkpoint({str(tmp_path / 'run' / 'ck')!r}, model, vocab, {{"step": 1}})
+"""
+    tiny_vocab.save(tmp_path / "spm.model")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert proc.returncode == -9
+    assert not (tmp_path / "run" / "ck").exists()
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "run" / "ck")
+
+
+def _corrupt(path, kind):
+    if kind == "truncated":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif kind == "missing":
+        os.remove(path / "model.safetensors")
+    elif kind == "foreign":
+        (path / "meta.json").write_text(json.dumps({"format": "fairseq"}))
+    elif kind == "bad-config":
+        (path / "config.json").write_text("{not json")
+    elif kind == "bad-vocab":
+        (path / "spm.model").write_bytes(b"garbage")
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("truncated", "model.safetensors: truncated or corrupt weights"),
+    ("missing", "missing model.safetensors"),
+    ("foreign", "meta.json: foreign checkpoint format 'fairseq'"),
+    ("bad-config", "config.json: unreadable JSON"),
+    ("bad-vocab", "spm.model: not a SentencePiece model"),
+])
+def test_corrupt_checkpoints_give_one_line_errors(tmp_path, tiny_model, tiny_vocab, kind,
+                                                  message):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    _corrupt(path, kind)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_list_checkpoints_in_step_order(tmp_path, tiny_model, tiny_vocab):
+    for step in (300, 20, 1000):
+        save_checkpoint(tmp_path / "checkpoints" / checkpoint_name(step), tiny_model, tiny_vocab,
+                        {"step": step})
+    (tmp_path / "checkpoints" / "step-00000005").mkdir()  # incomplete: no meta.json
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [20, 300, 1000]
+    with pytest.raises(CheckpointError, match="is a run directory"):
+        load_checkpoint(tmp_path)
