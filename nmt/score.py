@@ -1,0 +1,379 @@
+"""`nmt score`: corpus BLEU, chrF and TER with sacreBLEU, a CI gate, and significance tests.
+
+Two BLEU variants are offered and always named in the output:
+
+- sacreBLEU BLEU (the default): detokenized text, sacreBLEU's `13a` tokenizer, with its signature
+  (https://github.com/mjpost/sacrebleu), comparable across papers that report sacreBLEU.
+- tokenized BLEU (`paper_bleu`): what the Transformer paper reports for WMT14 en-de. Both sides
+  are tokenized Moses-style (`tokenize_moses_like`), hyphenated compounds are split into
+  `Auto ##AT##-##AT## Industrie` (`split_compounds`), and BLEU is computed on those tokens with
+  sacreBLEU's `tokenize="none"`. With `lowercase` this is the lowercased, Moses-tokenized BLEU
+  that the Multi30k literature reports.
+
+Significance against a baseline system uses paired bootstrap resampling (Koehn, 2004) on
+sentence-level sufficient statistics with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from nmt import __version__
+from nmt.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+METRICS = ("bleu", "chrf", "ter")
+PAPER_BLEU_NAME = "tokenized BLEU (Moses-style, compound-split; comparable to the paper)"
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 12345
+SIGNIFICANCE_LEVEL = 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class Significance:
+    baseline: str  # the baseline system's file
+    baseline_score: float  # the baseline's corpus score with the same metric
+    difference: float  # system score minus baseline score
+    ci95: tuple[float, float]  # 95% bootstrap interval of the difference
+    p_value: float  # share of resamples in which the system is not better (Koehn, 2004)
+    significant: bool  # p_value < SIGNIFICANCE_LEVEL
+    samples: int  # bootstrap resamples drawn
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricScore:
+    key: str  # "bleu", "chrf" or "ter"
+    name: str  # what the number is, e.g. "BLEU", "chrF2", or PAPER_BLEU_NAME
+    score: float  # corpus score (0-100; lower is better for TER)
+    text: str  # sacreBLEU's one-line rendering, e.g. "BLEU = 41.2 72.0/49.1/... (BP = ...)"
+    signature: str  # sacreBLEU signature, or a description of the tokenized-BLEU variant
+    higher_is_better: bool  # False for TER
+    significance: Significance | None = None  # against --baseline, when given
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreReport:
+    hypothesis: str  # the hypothesis file, or "<stdin>"
+    references: list[str]  # the reference files
+    lines: int  # sentences scored
+    lowercase: bool  # scores are case-insensitive
+    scores: list[MetricScore]  # in the order asked for
+    failures: list[str] = field(default_factory=list)  # threshold violations, one line each
+
+    def to_json(self) -> dict[str, Any]:
+        scores = {}
+        for s in self.scores:
+            entry: dict[str, Any] = {"name": s.name, "score": s.score, "text": s.text,
+                                     "signature": s.signature}
+            if s.significance is not None:
+                sig = s.significance
+                entry["significance"] = {
+                    "baseline": sig.baseline, "baseline_score": sig.baseline_score,
+                    "difference": sig.difference, "ci95": list(sig.ci95),
+                    "p_value": sig.p_value, "significant": sig.significant,
+                    "samples": sig.samples}
+            scores[s.key] = entry
+        return {"hypothesis": self.hypothesis, "references": self.references,
+                "lines": self.lines, "lowercase": self.lowercase, "scores": scores,
+                "passed": not self.failures, "failures": self.failures}
+
+
+def parse_metrics(spec: str) -> list[str]:
+    """`"bleu,chrf"` -> `["bleu", "chrf"]`; unknown names are a ConfigError."""
+    names = [m.strip().lower() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise ConfigError(f"--metrics {spec!r}: choose from {', '.join(METRICS)} "
+                          "(comma-separated)")
+    return list(dict.fromkeys(names))
+
+
+def run(
+    hypothesis: Path | None,
+    references: list[Path],
+    *,
+    metrics: list[str] | None = None,
+    lowercase: bool = False,
+    paper_bleu: bool = False,
+    baseline: Path | None = None,
+    min_bleu: float | None = None,
+    min_chrf: float | None = None,
+    stdin: BinaryIO | None = None,
+) -> ScoreReport:
+    """Score `hypothesis` (a file; None or "-" for stdin) against one or more references."""
+    keys = list(metrics or ["bleu"])
+    for key, threshold in (("bleu", min_bleu), ("chrf", min_chrf)):
+        if threshold is not None and key not in keys:
+            keys.append(key)  # a gate on a metric needs that metric
+    if not references:
+        raise ConfigError("no reference file given (--ref FILE, repeatable)")
+    hyp_name, hyps = read_lines(hypothesis, stdin=stdin)
+    refs = []
+    for path in references:
+        if str(path) == "-":
+            raise ConfigError("references must be files; only the hypothesis can come from stdin")
+        refs.append(read_lines(path))
+    _check_counts((hyp_name, hyps), refs, what="reference")
+    if not hyps:
+        raise DataError("no lines to score", where=hyp_name)
+    base = None
+    if baseline is not None:
+        base = read_lines(baseline)
+        _check_counts((hyp_name, hyps), [base], what="baseline")
+    ref_streams = [lines for _, lines in refs]
+    lang = _language(references[0]) if paper_bleu else None
+    scores = [
+        _score_one(key, hyps, ref_streams, base, lowercase=lowercase,
+                   paper_bleu_lang=lang if key == "bleu" else None)
+        for key in keys
+    ]
+    failures = _failures(scores, min_bleu=min_bleu, min_chrf=min_chrf)
+    return ScoreReport(hypothesis=hyp_name, references=[str(p) for p in references],
+                       lines=len(hyps), lowercase=lowercase, scores=scores, failures=failures)
+
+
+# --- reading ---------------------------------------------------------------------------------
+def read_lines(path: Path | None, *, stdin: BinaryIO | None = None) -> tuple[str, list[str]]:
+    """(name, lines) of a UTF-8 text file, or of stdin for None / "-"; errors name the line."""
+    if path is None or str(path) == "-":
+        name = "<stdin>"
+        data = (stdin or sys.stdin.buffer).read()
+    else:
+        name = str(path)
+        if Path(path).is_dir():
+            raise DataError("is a directory, expected a text file", where=name)
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read ({exc.strerror})", where=name) from None
+    raw = data.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()  # the final newline ends the last line, it does not start another
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            lines.append(line.rstrip(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not valid UTF-8 (byte {exc.start + 1} of the line)",
+                            where=f"{name}:{number}") from None
+    return name, lines
+
+
+def _check_counts(hyp: tuple[str, list[str]], others: list[tuple[str, list[str]]], *,
+                  what: str) -> None:
+    name, lines = hyp
+    for other_name, other_lines in others:
+        if len(other_lines) != len(lines):
+            raise DataError(f"hypothesis {name} has {len(lines)} lines but {what} "
+                            f"{other_name} has {len(other_lines)}")
+
+
+def _language(reference: Path) -> str:
+    """The target language for tokenization, from a reference suffix like `.de` (else `xx`)."""
+    suffix = Path(reference).suffix.lstrip(".").lower()
+    return suffix if re.fullmatch(r"[a-z]{2}", suffix) else "xx"
+
+
+# --- scoring ---------------------------------------------------------------------------------
+def _score_one(key: str, hyps: list[str], refs: list[list[str]],
+               base: tuple[str, list[str]] | None, *, lowercase: bool,
+               paper_bleu_lang: str | None) -> MetricScore:
+    metric = _metric(key, lowercase=lowercase, tokenized=paper_bleu_lang is not None)
+
+    def prep(lines: list[str]) -> list[str]:
+        if paper_bleu_lang is None:
+            return list(lines)
+        return [paper_tokenize(line, lang=paper_bleu_lang) for line in lines]
+
+    hyps, refs = prep(hyps), [prep(stream) for stream in refs]
+    result = metric.corpus_score(hyps, refs)
+    if paper_bleu_lang is not None:
+        name = PAPER_BLEU_NAME
+        signature = paper_bleu_signature(len(refs), lowercase=lowercase, lang=paper_bleu_lang)
+    else:
+        name = result.name
+        signature = str(metric.get_signature())
+    text = f"{name} = {str(result).split(' = ', 1)[1]}"
+    significance = None
+    if base is not None:
+        significance = paired_bootstrap(metric, hyps, prep(base[1]), refs, baseline=base[0],
+                                        higher_is_better=key != "ter")
+    return MetricScore(key=key, name=name, score=float(result.score), text=text,
+                       signature=signature, higher_is_better=key != "ter",
+                       significance=significance)
+
+
+def _metric(key: str, *, lowercase: bool, tokenized: bool):
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    if key == "bleu":
+        if tokenized:
+            return BLEU(lowercase=lowercase, tokenize="none", force=True)
+        return BLEU(lowercase=lowercase)
+    if key == "chrf":
+        return CHRF(lowercase=lowercase)
+    return TER()  # sacreBLEU's TER is case-insensitive already (signature: case:lc)
+
+
+def paper_bleu_signature(n_refs: int, *, lowercase: bool, lang: str) -> str:
+    """A sacreBLEU-style description of the tokenized-BLEU variant (not a sacreBLEU tokenizer)."""
+    import sacrebleu
+
+    case = "lc" if lowercase else "mixed"
+    return (f"nrefs:{n_refs}|case:{case}|eff:no|tok:nmt-moses-like({lang})+compound-split"
+            f"|smooth:exp|sacrebleu:{sacrebleu.__version__}|nmt:{__version__}")
+
+
+def _failures(scores: list[MetricScore], *, min_bleu: float | None,
+              min_chrf: float | None) -> list[str]:
+    failures = []
+    limits = {"bleu": ("--min-bleu", min_bleu), "chrf": ("--min-chrf", min_chrf)}
+    for s in scores:
+        flag, threshold = limits.get(s.key, ("", None))
+        if threshold is not None and s.score < threshold:
+            failures.append(f"{s.name} {s.score:.2f} is below {flag} {threshold:g}")
+    return failures
+
+
+# --- paired bootstrap resampling -------------------------------------------------------------
+def paired_bootstrap(metric, hyps: list[str], base_hyps: list[str], refs: list[list[str]], *,
+                     baseline: str, higher_is_better: bool, samples: int = BOOTSTRAP_SAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> Significance:
+    """Koehn's (2004) paired bootstrap: resample the test set with replacement `samples` times
+    and count how often the system fails to beat the baseline on the same resample.
+
+    sacreBLEU's own `PairedTest(test_type="bs")` is not used: it reports p = 0.001 for two
+    identical systems. Sentence statistics come from the metric's sufficient-statistics methods
+    (the ones sacreBLEU's significance module uses), so resampled corpus scores are exact.
+    """
+    import numpy as np
+
+    sys_stats = np.asarray(metric._extract_corpus_statistics(hyps, refs), dtype=np.float64)
+    base_stats = np.asarray(metric._extract_corpus_statistics(base_hyps, refs), dtype=np.float64)
+    n = len(hyps)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(samples, n))
+    counts = np.stack([np.bincount(row, minlength=n) for row in picks])  # (S, N)
+    sys_scores = _scores_of(metric, counts @ sys_stats)  # (S,)
+    base_scores = _scores_of(metric, counts @ base_stats)  # (S,)
+    sys_total = metric._compute_score_from_stats(sys_stats.sum(0).tolist()).score
+    base_total = metric._compute_score_from_stats(base_stats.sum(0).tolist()).score
+    sign = 1.0 if higher_is_better else -1.0
+    observed = sign * (sys_total - base_total)
+    deltas = sign * (sys_scores - base_scores)  # > 0: the better system wins this resample
+    if observed == 0:
+        p_value = 1.0
+    else:
+        losses = int(np.sum(deltas <= 0)) if observed > 0 else int(np.sum(deltas >= 0))
+        p_value = (losses + 1) / (samples + 1)
+    raw = sys_scores - base_scores
+    low, high = np.percentile(raw, [2.5, 97.5])
+    return Significance(baseline=baseline, baseline_score=float(base_total),
+                        difference=float(sys_total - base_total),
+                        ci95=(float(low), float(high)), p_value=float(p_value),
+                        significant=bool(p_value < SIGNIFICANCE_LEVEL), samples=samples)
+
+
+def _scores_of(metric, stats) -> Any:
+    import numpy as np
+
+    return np.array([metric._compute_score_from_stats(row).score for row in stats.tolist()])
+
+
+# --- tokenized BLEU: Moses-style tokenization and compound splitting -------------------------
+# Moses tokenizer.perl (non-aggressive) rules, compactly: split off every character that is
+# not a letter, digit, space, period, apostrophe, backtick, comma or hyphen; split commas not
+# between digits; keep runs of dots together; split apostrophes (English: "don 't", "1990 's");
+# split a word-final period unless the word is an abbreviation, contains another period
+# ("U.S."), or the next word starts in lowercase. Hyphens stay inside words, as in Moses.
+_SPECIAL = re.compile(r"([^\w\s.'`,\-]|_)")
+_MULTIDOT = re.compile(r"\.{2,}")
+_COMMA = re.compile(r"(?<!\d),|,(?!\d)")
+_ALPHA = re.compile(r"[^\W\d_]")
+_COMPOUND_HYPHEN = re.compile(r"(?<=\w)-(?=\w)")
+
+# Words that keep their final period, a compact subset of Moses' per-language prefix lists:
+# initials, titles, months and common abbreviations; German also keeps ordinals ("am 22. Mai")
+# and Roman numerals. `_NUMERIC_ONLY` words keep it only before a number ("No. 5").
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_TITLES = """Adj Adm Adv Asst Bart Bldg Brig Bros Capt Cmdr Col Comdr Con Corp Cpl DR Dr Drs Ens Gen
+Gov Hon Hosp Insp Lt MM MR MRS MS Maj Messrs Mlle Mme Mr Mrs Ms Msgr Op Ord Pfc Ph Prof Pvt Rep
+Reps Res Rev Rt Sen Sens Sfc Sgt Sr St Supt Surg v vs""".split()
+_ROMAN = "I II III IV V VI VII VIII IX X XI XII XIII XIV XV XVI XVII XVIII XIX XX".split()
+_NONBREAKING = {
+    "en": frozenset([*_LETTERS, *_TITLES, "Hr", "Nos", "Nr", "Rs", "rev", *(
+        "Jan Feb Mar Apr Jun Jul Aug Sep Oct Nov Dec".split())]),
+    "de": frozenset([*_LETTERS, *_LETTERS.lower(), *_TITLES, *_ROMAN,
+                     *(r.lower() for r in _ROMAN), *(str(n) for n in range(1, 100)), *(
+        """Art Ca Chr Co Ltd Mio Mrd MwSt No Nos Nr Std bzw bzgl ca dgl etc evtl ff ggf jun pp sen
+        sog sogen usf usw vgl zzt""".split())]),
+    "xx": frozenset([*_LETTERS, *_TITLES]),
+}
+_NUMERIC_ONLY = {"en": frozenset(["No", "Art", "pp"])}
+
+
+def paper_tokenize(line: str, *, lang: str = "xx") -> str:
+    """Moses-style tokenization followed by hyphenated-compound splitting."""
+    return split_compounds(tokenize_moses_like(line, lang=lang))
+
+
+def tokenize_moses_like(line: str, *, lang: str = "xx") -> str:
+    """A compact Moses-like tokenizer (no `&amp;` escaping); `lang` "en" changes apostrophes."""
+    text = " ".join(line.split())
+    text = _SPECIAL.sub(r" \1 ", text)
+    text = _MULTIDOT.sub(r" \g<0> ", text)
+    text = _COMMA.sub(" , ", text)
+    text = _split_apostrophes(text, english=lang == "en")
+    return " ".join(_split_periods(text.split(), lang=lang))
+
+
+def split_compounds(text: str) -> str:
+    """`Auto-Industrie` -> `Auto ##AT##-##AT## Industrie`: every hyphen between two word
+    characters becomes its own marked token, as the tensor2tensor/fairseq evaluation does."""
+    return _COMPOUND_HYPHEN.sub(" ##AT##-##AT## ", text)
+
+
+def _split_apostrophes(text: str, *, english: bool) -> str:
+    if "'" not in text:
+        return text
+    if not english:
+        return " ".join(text.replace("'", " ' ").split())
+
+    def one(match: re.Match) -> str:
+        i = match.start()
+        before = text[i - 1] if i > 0 else " "
+        after = text[i + 1] if i + 1 < len(text) else " "
+        if _ALPHA.match(before) and _ALPHA.match(after):
+            return " '"  # don't -> don 't
+        if before.isdigit() and after == "s":
+            return " '"  # 1990's -> 1990 's
+        if before.isdigit() and _ALPHA.match(after):
+            return "'"
+        return " ' "
+
+    return " ".join(re.sub("'", one, text).split())
+
+
+def _split_periods(words: list[str], *, lang: str) -> list[str]:
+    nonbreaking = _NONBREAKING.get(lang, _NONBREAKING["xx"])
+    numeric_only = _NUMERIC_ONLY.get(lang, frozenset())
+    out = []
+    for i, word in enumerate(words):
+        if len(word) > 1 and word.endswith(".") and word.strip("."):
+            stem = word[:-1]
+            following = words[i + 1] if i + 1 < len(words) else ""
+            keep = (("." in stem and _ALPHA.search(stem) is not None)
+                    or (stem in nonbreaking and stem not in numeric_only)
+                    or following[:1].islower()
+                    or (stem in numeric_only and following[:1].isdigit()))
+            if not keep:
+                out.extend([stem, "."])
+                continue
+        out.append(word)
+    return out

@@ -1,0 +1,180 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from nmt import score
+from nmt.cli import app
+from nmt.errors import DataError
+
+runner = CliRunner()
+REFS = ["The cat sat on the mat.", "A man is walking in the park.",
+        "Two dogs play with a red ball.", "The old woman reads a book."]
+
+
+def _write(path, lines):
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def ref(tmp_path):
+    return _write(tmp_path / "ref.en", REFS)
+
+
+def _lines(output):
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def test_identical_hypothesis_scores_100(ref):
+    report = score.run(ref, [ref], metrics=["bleu", "chrf", "ter"])
+    got = {s.key: s.score for s in report.scores}
+    assert got["bleu"] == pytest.approx(100.0)
+    assert got["chrf"] == pytest.approx(100.0)
+    assert got["ter"] == pytest.approx(0.0)
+    assert report.lines == 4 and "tok:13a" in report.scores[0].signature
+
+
+def test_min_bleu_gates_the_exit_code(tmp_path, ref):
+    hyp = _write(tmp_path / "hyp", [r.replace("cat", "dog").replace("old", "young")
+                                    for r in REFS])
+    bleu = score.run(hyp, [ref]).scores[0].score
+    assert 0 < bleu < 100
+    passing = runner.invoke(app, ["score", str(hyp), "-r", str(ref), "--min-bleu",
+                                  f"{bleu - 1:.2f}"])
+    assert passing.exit_code == 0, passing.output
+    assert "BLEU = " in passing.output and "nrefs:1|case:mixed" in passing.output
+    failing = runner.invoke(app, ["score", str(hyp), "-r", str(ref), "--min-bleu",
+                                  f"{bleu + 1:.2f}"])
+    assert failing.exit_code == 1
+    assert "is below --min-bleu" in failing.output
+
+
+def test_min_chrf_adds_the_metric_and_gates(ref):
+    result = runner.invoke(app, ["score", str(ref), "-r", str(ref), "--min-chrf", "101"])
+    assert result.exit_code == 1
+    assert "chrF2 = 100.00" in result.output and "below --min-chrf 101" in result.output
+
+
+def test_line_count_mismatch_is_one_line_exit_2(tmp_path, ref):
+    hyp = _write(tmp_path / "hyp", REFS[:3])
+    proc = subprocess.run([sys.executable, "-m", "nmt", "score", str(hyp), "-r", str(ref)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = _lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert str(hyp) in lines[0] and "3 lines" in lines[0]
+    assert str(ref) in lines[0] and "has 4" in lines[0]
+
+
+def test_bad_input_exits_2_naming_the_place(tmp_path, ref):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"fine\nalso fine\nbroken \xff byte\nok\n")
+    result = runner.invoke(app, ["score", str(bad), "-r", str(ref)])
+    assert result.exit_code == 2
+    assert f"{bad}:3" in result.output and "UTF-8" in result.output
+    missing = runner.invoke(app, ["score", str(tmp_path / "nope"), "-r", str(ref)])
+    assert missing.exit_code == 2 and "nope" in missing.output
+    unknown = runner.invoke(app, ["score", str(ref), "-r", str(ref), "--metrics", "bleu,meteor"])
+    assert unknown.exit_code == 2 and "meteor" in unknown.output
+
+
+def test_hypothesis_from_stdin(ref):
+    text = "".join(f"{line}\n" for line in REFS)
+    for args in (["score", "-r", str(ref)], ["score", "-", "-r", str(ref)]):
+        result = runner.invoke(app, [*args, "--json"], input=text)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        assert data["hypothesis"] == "<stdin>"
+        assert data["scores"]["bleu"]["score"] == pytest.approx(100)
+
+
+def test_json_is_one_object(tmp_path, ref):
+    hyp = _write(tmp_path / "hyp", [r.lower() for r in REFS])
+    result = runner.invoke(app, ["score", str(hyp), "-r", str(ref), "--metrics", "bleu,chrf,ter",
+                                 "--json", "--min-bleu", "0"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert set(data["scores"]) == {"bleu", "chrf", "ter"}
+    assert data["lines"] == 4 and data["passed"] is True and data["failures"] == []
+    assert data["scores"]["bleu"]["signature"].startswith("nrefs:1|")
+
+
+def test_multiple_references(tmp_path, ref):
+    other = [r.replace("sat on", "lies on").replace("walking", "strolling") for r in REFS]
+    ref2 = _write(tmp_path / "ref2.en", other)
+    hyp = _write(tmp_path / "hyp", other)
+    one = score.run(hyp, [ref]).scores[0]
+    both = score.run(hyp, [ref, ref2]).scores[0]
+    assert one.score < 100 and both.score == pytest.approx(100.0)
+    assert "nrefs:2" in both.signature
+
+
+def test_lowercase_ignores_case(tmp_path, ref):
+    hyp = _write(tmp_path / "hyp", [r.upper() for r in REFS])
+    cased = score.run(hyp, [ref]).scores[0]
+    lowered = score.run(hyp, [ref], lowercase=True).scores[0]
+    assert cased.score < 10 and lowered.score == pytest.approx(100.0)
+    assert "case:lc" in lowered.signature
+    paper = score.run(hyp, [ref], paper_bleu=True, lowercase=True).scores[0]
+    paper_cased = score.run(hyp, [ref], paper_bleu=True).scores[0]
+    assert paper.score == pytest.approx(100.0) and paper_cased.score < 10
+    assert paper.name == score.PAPER_BLEU_NAME and "case:lc" in paper.signature
+
+
+def test_paper_tokenization_splits_compounds_and_punctuation():
+    tokens = score.paper_tokenize("Die Auto-Industrie wächst, sagt er.", lang="de").split()
+    assert tokens == ["Die", "Auto", "##AT##-##AT##", "Industrie", "wächst", ",", "sagt", "er",
+                      "."]
+    assert score.split_compounds("Mund-zu-Mund") == "Mund ##AT##-##AT## zu ##AT##-##AT## Mund"
+    assert score.split_compounds("a - b") == "a - b"
+    moses = score.tokenize_moses_like
+    assert moses("„Hallo“, sagte Dr. Müller am 22. Mai (in den U.S.A.).", lang="de").split() == [
+        "„", "Hallo", "“", ",", "sagte", "Dr.", "Müller", "am", "22.", "Mai", "(", "in", "den",
+        "U.S.A.", ")", "."]
+    assert moses("I don't pay 1,000.50 $ ... ok?", lang="en").split() == [
+        "I", "don", "'t", "pay", "1,000.50", "$", "...", "ok", "?"]
+    assert moses("Er geht's an.", lang="de").split() == ["Er", "geht", "'", "s", "an", "."]
+
+
+def test_paper_bleu_differs_from_sacrebleu_only_in_tokenization(tmp_path):
+    ref = _write(tmp_path / "ref.de", ["Die Auto-Industrie wächst stark."])
+    hyp = _write(tmp_path / "hyp.de", ["Die Auto-Industrie wächst schnell."])
+    sacre = score.run(hyp, [ref]).scores[0]
+    paper = score.run(hyp, [ref], paper_bleu=True).scores[0]
+    # 13a keeps "Auto-Industrie": 4 of 5 unigrams match; split into 7 tokens, 6 match.
+    assert " 80.0/" in sacre.text and " 85.7/" in paper.text
+    assert paper.text.startswith(score.PAPER_BLEU_NAME + " = ")
+    assert "tok:nmt-moses-like(de)+compound-split" in paper.signature
+
+
+def test_empty_input_is_an_error(tmp_path):
+    empty = _write(tmp_path / "empty", [])
+    with pytest.raises(DataError, match="no lines"):
+        score.run(empty, [empty])
+
+
+def _drop_words(lines, n):
+    return [" ".join(line.split()[:-n]) if len(line.split()) > n else line for line in lines]
+
+
+def test_bootstrap_significance_on_real_references(tmp_path, shared_data):
+    refs = (shared_data / "multi30k" / "test_2016_flickr.de").read_text(
+        encoding="utf-8").splitlines()
+    ref = _write(tmp_path / "ref.de", refs)
+    better = _write(tmp_path / "better.de", _drop_words(refs, 1))
+    worse = _write(tmp_path / "worse.de", _drop_words(refs, 3))
+    report = score.run(better, [ref], metrics=["bleu", "ter"], baseline=worse)
+    bleu, ter = report.scores
+    assert bleu.significance.significant and bleu.significance.difference > 0
+    assert bleu.significance.ci95[0] > 0
+    assert ter.significance.significant and ter.significance.difference < 0
+    same = score.run(better, [ref], baseline=better).scores[0].significance
+    assert same.difference == 0 and same.p_value == 1.0 and not same.significant
+    result = runner.invoke(app, ["score", str(worse), "-r", str(ref), "--baseline",
+                                 str(better)])
+    assert result.exit_code == 0, result.output
+    assert "worse" in result.output and "significant (p < 0.05)" in result.output
