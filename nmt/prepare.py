@@ -206,6 +206,8 @@ def _source(c: PrepareConfig) -> corpora.Source:
         if given:
             raise ConfigError(f"{', '.join(given)}: only for `nmt prepare local`; "
                               f"{c.corpus} fixes its own files and languages")
+        if c.corpus == corpora.SAMPLE_CORPUS:
+            return corpora.sample_source()
         return corpora.hub_source(corpora.corpus_spec(c.corpus), c.cache_dir)
     if not c.src_lang or not c.tgt_lang or c.src_lang == c.tgt_lang:
         raise ConfigError("`nmt prepare local` needs --src and --tgt, two different language "

@@ -569,21 +569,27 @@ def _write_atomically(files: dict[Path, list[str]]) -> None:
         raise
 
 
-def write_corpus(out_dir: str | os.PathLike, *, train: int = 8000, valid: int = 500,
-                 test: int = 500, seed: int = 0) -> dict[str, Path]:
-    """Write {train,valid,test}.{en,de} into `out_dir` and return the three path prefixes.
+def split_pairs(train: int, valid: int, test: int, seed: int = 0
+                ) -> dict[str, list[tuple[str, str]]]:
+    """Generated pairs split into train, valid and test, which share no sentence.
 
-    The splits share no sentence. Test comes first in the generated order, then valid, so that
-    they stay the same whatever the size of train.
+    Test comes first in the generated order, then valid, so that they stay the same whatever the
+    size of train.
     """
     sizes = {"train": train, "valid": valid, "test": test}
     for name, size in sizes.items():
         if size < 1:
             raise ConfigError(f"the sample {name} split needs at least 1 pair, got {size}")
-    out = Path(out_dir)
     pairs = generate_pairs(train + valid + test, seed)
-    splits = {"test": pairs[:test], "valid": pairs[test:test + valid],
-              "train": pairs[test + valid:]}
+    return {"train": pairs[test + valid:], "valid": pairs[test:test + valid],
+            "test": pairs[:test]}
+
+
+def write_corpus(out_dir: str | os.PathLike, *, train: int = 8000, valid: int = 500,
+                 test: int = 500, seed: int = 0) -> dict[str, Path]:
+    """Write {train,valid,test}.{en,de} into `out_dir` and return the three path prefixes."""
+    out = Path(out_dir)
+    splits = split_pairs(train, valid, test, seed)
     files = {out / f"{name}.{lang}": [pair[side] for pair in splits[name]]
              for name in SPLITS for side, lang in enumerate(("en", "de"))}
     try:

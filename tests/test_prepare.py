@@ -416,3 +416,26 @@ def test_config_errors():
         prepare.run(prepare.PrepareConfig(corpus="wmt99"))
     with pytest.raises(ConfigError, match="--src and --tgt"):
         prepare.run(prepare.PrepareConfig(corpus="local", train=Path("x"), valid=Path("y")))
+
+
+def test_sample_corpus_needs_no_download(tmp_path):
+    from nmt import sample
+
+    summary = prepare.run(prepare.PrepareConfig(corpus="sample-en-de", out=tmp_path / "s",
+                                                workers=1))
+    data = load_prepared(summary.out)
+    assert (data.name, data.src_lang, data.tgt_lang) == ("sample-en-de", "en", "de")
+    assert len(data.vocab) == 1000
+    expected = sample.split_pairs(*corpora.SAMPLE_SIZES)
+    assert data.manifest["splits"]["test"]["pairs"] == len(expected["test"]) == 500
+    assert decoded(data.split("test"), data.vocab) == expected["test"]
+    raw = (tmp_path / "s" / "test.raw.de").read_text(encoding="utf-8").splitlines()
+    assert raw == [de for _, de in expected["test"]]
+
+
+def test_unresolvable_hub_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(corpora, "_hub_resolvable", lambda: False)
+    with pytest.raises(DataError, match="cannot resolve huggingface.co.*nmt prepare local"):
+        prepare.run(prepare.PrepareConfig(corpus="wmt14-en-de", out=tmp_path / "w", workers=1))
+    assert not (tmp_path / "w").exists()
