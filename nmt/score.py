@@ -16,6 +16,7 @@ sentence-level sufficient statistics with a fixed seed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
@@ -58,6 +59,14 @@ class MetricScore:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Example:
+    line: int  # 1-based line number in the hypothesis file
+    source: str | None  # the source sentence, when --source was given
+    reference: str  # the first reference
+    hypothesis: str  # the system's output
+
+
+@dataclass(frozen=True, kw_only=True)
 class ScoreReport:
     hypothesis: str  # the hypothesis file, or "<stdin>"
     references: list[str]  # the reference files
@@ -65,6 +74,7 @@ class ScoreReport:
     lowercase: bool  # scores are case-insensitive
     scores: list[MetricScore]  # in the order asked for
     failures: list[str] = field(default_factory=list)  # threshold violations, one line each
+    examples: list[Example] = field(default_factory=list)  # a few lines to look at (--examples)
 
     def to_json(self) -> dict[str, Any]:
         scores = {}
@@ -81,7 +91,8 @@ class ScoreReport:
             scores[s.key] = entry
         return {"hypothesis": self.hypothesis, "references": self.references,
                 "lines": self.lines, "lowercase": self.lowercase, "scores": scores,
-                "passed": not self.failures, "failures": self.failures}
+                "passed": not self.failures, "failures": self.failures,
+                "examples": [dataclasses.asdict(e) for e in self.examples]}
 
 
 def parse_metrics(spec: str) -> list[str]:
@@ -104,6 +115,8 @@ def run(
     baseline: Path | None = None,
     min_bleu: float | None = None,
     min_chrf: float | None = None,
+    source: Path | None = None,
+    examples: int = 0,
     stdin: BinaryIO | None = None,
 ) -> ScoreReport:
     """Score `hypothesis` (a file; None or "-" for stdin) against one or more references."""
@@ -134,8 +147,23 @@ def run(
         for key in keys
     ]
     failures = _failures(scores, min_bleu=min_bleu, min_chrf=min_chrf)
+    sources = None
+    if source is not None:
+        src = read_lines(source)
+        _check_counts((hyp_name, hyps), [src], what="source")
+        sources = src[1]
     return ScoreReport(hypothesis=hyp_name, references=[str(p) for p in references],
-                       lines=len(hyps), lowercase=lowercase, scores=scores, failures=failures)
+                       lines=len(hyps), lowercase=lowercase, scores=scores, failures=failures,
+                       examples=pick_examples(hyps, ref_streams[0], sources, examples))
+
+
+def pick_examples(hyps: list[str], refs: list[str], sources: list[str] | None,
+                  n: int) -> list[Example]:
+    """`n` lines spread evenly over the file, for a reader to compare by eye."""
+    n = max(0, min(n, len(hyps)))
+    picked = sorted({round(i * (len(hyps) - 1) / max(n - 1, 1)) for i in range(n)})
+    return [Example(line=i + 1, source=sources[i] if sources else None, reference=refs[i],
+                    hypothesis=hyps[i]) for i in picked]
 
 
 # --- reading ---------------------------------------------------------------------------------

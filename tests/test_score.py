@@ -178,3 +178,34 @@ def test_bootstrap_significance_on_real_references(tmp_path, shared_data):
                                  str(better)])
     assert result.exit_code == 0, result.output
     assert "worse" in result.output and "significant (p < 0.05)" in result.output
+
+
+def test_examples_show_source_reference_and_hypothesis(tmp_path):
+    from typer.testing import CliRunner
+
+    from nmt.cli import app
+
+    src = [f"source {i}" for i in range(10)]
+    ref = [f"the reference number {i}" for i in range(10)]
+    hyp = [f"a hypothesis number {i}" for i in range(10)]
+    files = {}
+    for name, lines in (("s.en", src), ("r.de", ref), ("h.de", hyp)):
+        files[name] = tmp_path / name
+        files[name].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["score", str(files["h.de"]), "--ref", str(files["r.de"]),
+                                      "--source", str(files["s.en"]), "--examples", "3",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+    shown = json.loads(result.output)["examples"]
+    assert [e["line"] for e in shown] == [1, 5, 10]  # spread over the file, first and last
+    assert shown[1] == {"line": 5, "source": "source 4", "reference": ref[4], "hypothesis": hyp[4]}
+    table = CliRunner().invoke(app, ["score", str(files["h.de"]), "--ref", str(files["r.de"]),
+                                     "--source", str(files["s.en"]), "--examples", "2"],
+                               env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "source 9" in table.output and "BLEU" in table.output
+    short = tmp_path / "short.en"
+    short.write_text("one\n", encoding="utf-8")
+    bad = CliRunner().invoke(app, ["score", str(files["h.de"]), "--ref", str(files["r.de"]),
+                                   "--source", str(short)])
+    assert bad.exit_code == 2
