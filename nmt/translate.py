@@ -1,0 +1,329 @@
+"""`nmt translate`: raw text in, detokenized translations out, one line per input line.
+
+Input is read as bytes in chunks of `buffer_lines` lines, so memory does not grow with the input
+and the translations of each chunk are flushed before the next is read (the command can sit in
+a pipe). Within a chunk, sentences are encoded with the checkpoint's own SentencePiece model,
+sorted by length and cut into batches of at most `batch_tokens` padded source tokens (each
+line counted once per beam, as it takes that many decoder rows); every batch is searched at
+once (see `nmt.search`), and the results are written back in input order.
+
+One bad line never stops the run: undecodable bytes are replaced, over-long lines are
+truncated, and a line whose search fails gets an empty translation; each with a warning that
+names the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+import torch
+
+from nmt.checkpoint import load_checkpoint
+from nmt.errors import CheckpointError, ConfigError, DataError
+from nmt.search import Ensemble, Hypothesis, SearchConfig, output_limit, search
+from nmt.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = ("text", "jsonl")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Every character `str.splitlines` breaks on: none may reach the output inside a translation.
+_LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranslateConfig:
+    checkpoints: tuple[Path, ...]  # one checkpoint directory, or several to ensemble
+    search: SearchConfig = field(default_factory=SearchConfig)  # beam, penalty, sampling...
+    input: Path | None = None  # read this file instead of the `stdin` stream given to `run`
+    output: Path | None = None  # write this file (atomically) instead of the `stdout` stream
+    output_format: str = "text"  # "text": one translation per line; "jsonl": one object per line
+    max_len_a: float = 1.0  # maximum output length = a * source length (with EOS) + b
+    max_len_b: int = 50  # (the paper: input length + 50)
+    batch_tokens: int = 6000  # padded source tokens per batch, x beam (decoder rows x length)
+    buffer_lines: int = 2000  # input lines read, sorted and translated together
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    precision: str = "auto"  # "auto" (fp32 on CPU, bf16 or fp16 on GPU), "fp32", "bf16", "fp16"
+    threads: int | None = None  # CPU threads for torch; None: every core this process may use
+    seed: int = 0  # random seed for --sampling
+
+    def __post_init__(self) -> None:
+        if not self.checkpoints:
+            raise ConfigError("no checkpoint given")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ConfigError(f"unknown output format {self.output_format!r}; "
+                              f"choose one of {', '.join(OUTPUT_FORMATS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; "
+                              f"choose one of {', '.join(PRECISIONS)}")
+        if self.batch_tokens < 1 or self.buffer_lines < 1:
+            raise ConfigError("batch-tokens and buffer-lines must be positive")
+        if self.max_len_a < 0 or self.max_len_b < 0 or (self.max_len_a == 0 and
+                                                        self.max_len_b == 0):
+            raise ConfigError("the maximum output length (a * source length + b) must be positive")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be positive, got {self.threads}")
+
+
+@dataclass
+class TranslateStats:
+    """What a run did, for the closing summary and the benchmark."""
+
+    lines: int = 0  # input lines read (= output lines written for nbest 1 text)
+    sentences: int = 0  # non-empty lines that went through the model
+    tokens: int = 0  # output subword tokens of the best hypotheses (without EOS)
+    truncated: int = 0  # lines cut to the model's maximum source length
+    replaced: int = 0  # lines with undecodable bytes replaced
+    failed: int = 0  # lines whose search failed (written as empty translations)
+    seconds: float = 0.0  # wall time of reading, translating and writing (not model loading)
+    device: str = ""  # where the models ran, with their precision
+
+
+@dataclass
+class _Line:
+    number: int  # 1-based input line number
+    ids: list[int]  # source ids with EOS, or [] for a line that needs no model
+    hyps: list[Hypothesis] = field(default_factory=list)  # best first
+
+
+# --- setup ---------------------------------------------------------------------------------------
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available")
+    return device
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtype
+                ) -> tuple[Ensemble, Vocabulary]:
+    """The checkpoints' models in eval mode on `device`, and their (shared) vocabulary."""
+    models, vocab = [], None
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        if vocab is not None and ckpt.vocab.sha256 != vocab.sha256:
+            raise CheckpointError(f"its vocabulary differs from that of {paths[0]}; only "
+                                  "checkpoints with one vocabulary can be ensembled",
+                                  where=str(path))
+        vocab = vocab or ckpt.vocab
+        models.append(ckpt.build_model(device).to(dtype))
+    return Ensemble(models), vocab
+
+
+# --- input and output ---------------------------------------------------------------------------
+def read_chunks(source: BinaryIO, size: int, name: str, stats: TranslateStats
+                ) -> Iterator[list[tuple[int, str]]]:
+    """(line number, text) for `size` lines at a time; undecodable bytes become U+FFFD."""
+    chunk: list[tuple[int, str]] = []
+    for number, raw in enumerate(source, start=1):
+        raw = raw.rstrip(b"\r\n")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = raw.decode("utf-8", errors="replace")
+            stats.replaced += 1
+            log.warning("%s:%d: undecodable bytes replaced with U+FFFD (%s)", name, number,
+                        exc.reason)
+        if number == 1:
+            text = text.removeprefix("\ufeff")
+        chunk.append((number, text))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@contextlib.contextmanager
+def open_input(path: Path | None, stdin: BinaryIO | None) -> Iterator[BinaryIO]:
+    if path is None:
+        yield stdin if stdin is not None else sys.stdin.buffer
+        return
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"cannot read input ({exc.strerror})", where=str(path)) from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_output(path: Path | None, stdout: TextIO | None) -> Iterator[TextIO]:
+    """`stdout`, or a temporary file beside `path` renamed to `path` only on success."""
+    if path is None:
+        yield stdout if stdout is not None else sys.stdout
+        return
+    if path.is_dir():
+        raise DataError("is a directory, not an output file", where=str(path))
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        handle = open(tmp, "w", encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise DataError(f"cannot write output ({exc.strerror})", where=str(path)) from None
+    try:
+        with handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def clean(text: str) -> str:
+    """A translation fit for one output line."""
+    return text.translate(_LINE_BREAKS)
+
+
+def format_line(line: _Line, vocab: Vocabulary, fmt: str, nbest: int) -> str:
+    """The output for one input line (several lines for text n-best lists), with newlines."""
+    texts = [clean(vocab.decode(h.tokens)) for h in line.hyps]
+    if fmt == "jsonl":
+        best = line.hyps[0] if line.hyps else None
+        obj = {
+            "translation": texts[0] if texts else "",
+            "score": best.score if best else None,
+            "tokens": len(best.tokens) if best else 0,
+            "hypotheses": [{"translation": t, "score": h.score, "tokens": len(h.tokens),
+                            "log_probs": h.log_probs}
+                           for t, h in zip(texts, line.hyps, strict=True)],
+        }
+        return json.dumps(obj, ensure_ascii=False) + "\n"
+    if nbest == 1:
+        return (texts[0] if texts else "") + "\n"
+    # Moses-style n-best list: 0-based sentence id ||| translation ||| score
+    return "".join(f"{line.number - 1} ||| {t} ||| {h.score:.6f}\n"
+                   for t, h in zip(texts, line.hyps, strict=True))
+
+
+# --- translation ----------------------------------------------------------------------------------
+def encode_chunk(chunk: list[tuple[int, str]], vocab: Vocabulary, max_source: int, name: str,
+                 stats: TranslateStats) -> list[_Line]:
+    """Source ids with EOS per line; empty lines get none; over-long lines are truncated."""
+    lines = [_Line(number=n, ids=[]) for n, _ in chunk]
+    todo = [(line, text) for line, (_, text) in zip(lines, chunk, strict=True) if text.strip()]
+    encoded = vocab.encode_batch([text for _, text in todo]) if todo else []
+    for (line, _), ids in zip(todo, encoded, strict=True):
+        if not ids:
+            continue
+        if len(ids) > max_source - 1:
+            stats.truncated += 1
+            log.warning("%s:%d: %d source tokens, truncated to the model's %d", name,
+                        line.number, len(ids), max_source - 1)
+            ids = ids[:max_source - 1]
+        line.ids = ids + [vocab.eos_id]
+    return lines
+
+
+def make_batches(lines: list[_Line], batch_tokens: int, copies: int = 1) -> list[list[_Line]]:
+    """Lines with a source, longest first, in batches of at most `batch_tokens` padded source
+    tokens counting each line `copies` times (its beams: that many decoder rows); a line over
+    the budget gets a batch of its own."""
+    todo = sorted((line for line in lines if line.ids), key=lambda line: -len(line.ids))
+    batches: list[list[_Line]] = []
+    for line in todo:
+        if batches and len(batches[-1][0].ids) * (len(batches[-1]) + 1) * copies <= batch_tokens:
+            batches[-1].append(line)
+        else:
+            batches.append([line])
+    return batches
+
+
+def decoder_rows(config: SearchConfig) -> int:
+    """Decoder rows per sentence: one per beam, or per sample."""
+    return config.nbest if config.sampling else config.beam
+
+
+class Translator:
+    """Searches batches of encoded lines with one model or an ensemble."""
+
+    def __init__(self, ensemble: Ensemble, config: TranslateConfig, device: torch.device,
+                 name: str) -> None:
+        self.ensemble = ensemble
+        self.config = config
+        self.device = device
+        self.name = name
+        self.pad_id = ensemble.config.pad_id
+        self.max_positions = ensemble.max_positions
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    def search_batch(self, batch: list[_Line]) -> None:
+        longest = max(len(line.ids) for line in batch)
+        src = torch.full((len(batch), longest), self.pad_id, dtype=torch.long)  # (B, S)
+        for row, line in enumerate(batch):
+            src[row, :len(line.ids)] = torch.tensor(line.ids)
+        src = src.to(self.device)
+        limit = output_limit(src, self.pad_id, self.config.max_len_a, self.config.max_len_b)
+        limit = limit.clamp(1, self.max_positions)  # (B,)
+        results = search(self.ensemble, src, limit, self.config.search, self.generator)
+        for line, hyps in zip(batch, results, strict=True):
+            line.hyps = hyps
+
+    def translate(self, batch: list[_Line], stats: TranslateStats) -> None:
+        """Search `batch`; if that fails, each line alone; a line that still fails stays empty."""
+        try:
+            self.search_batch(batch)
+            return
+        except RuntimeError as exc:  # e.g. out of memory: no reason to lose the other lines
+            if len(batch) == 1:
+                stats.failed += 1
+                log.warning("%s:%d: translation failed, writing an empty line (%s)", self.name,
+                            batch[0].number, str(exc).splitlines()[0] if str(exc) else exc)
+                return
+            log.warning("%s: a batch of %d lines failed (%s); retrying line by line", self.name,
+                        len(batch), type(exc).__name__)
+        for line in batch:
+            self.translate([line], stats)
+
+
+def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
+        stdout: TextIO | None = None) -> TranslateStats:
+    """Translate `config.input` (or `stdin`, bytes) to `config.output` (or `stdout`)."""
+    torch.set_num_threads(config.threads or available_cores())
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.precision, device)
+    ensemble, vocab = load_models(config.checkpoints, device, dtype)
+    name = str(config.input) if config.input else "<stdin>"
+    translator = Translator(ensemble, config, device, name)
+    stats = TranslateStats(device=f"{device} {str(dtype).removeprefix('torch.')}")
+    started = time.perf_counter()
+    with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
+        for chunk in read_chunks(source, config.buffer_lines, name, stats):
+            lines = encode_chunk(chunk, vocab, translator.max_positions, name, stats)
+            for batch in make_batches(lines, config.batch_tokens, decoder_rows(config.search)):
+                translator.translate(batch, stats)
+            for line in lines:
+                sink.write(format_line(line, vocab, config.output_format,
+                                       config.search.nbest))
+                stats.sentences += bool(line.ids)
+                stats.tokens += len(line.hyps[0].tokens) if line.hyps else 0
+            sink.flush()
+            stats.lines += len(lines)
+    stats.seconds = time.perf_counter() - started
+    return stats
