@@ -35,6 +35,7 @@ from nmt.vocab import Vocabulary
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("text", "jsonl")
+ENGINES = ("torch", "ctranslate2")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Every character `str.splitlines` breaks on: none may reach the output inside a translation.
 _LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
@@ -55,10 +56,13 @@ class TranslateConfig:
     precision: str = "auto"  # "auto" (fp32 on CPU, bf16 or fp16 on GPU), "fp32", "bf16", "fp16"
     threads: int | None = None  # CPU threads for torch; None: every core this process may use
     seed: int = 0  # random seed for --sampling
+    engine: str = "torch"  # "torch", or "ctranslate2" for a `nmt export --to ctranslate2` dir
 
     def __post_init__(self) -> None:
         if not self.checkpoints:
             raise ConfigError("no checkpoint given")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"unknown output format {self.output_format!r}; "
                               f"choose one of {', '.join(OUTPUT_FORMATS)}")
@@ -305,6 +309,8 @@ class Translator:
 def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
         stdout: TextIO | None = None) -> TranslateStats:
     """Translate `config.input` (or `stdin`, bytes) to `config.output` (or `stdout`)."""
+    if config.engine == "ctranslate2":
+        return run_ctranslate2(config, stdin=stdin, stdout=stdout)
     torch.set_num_threads(config.threads or available_cores())
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.precision, device)
@@ -325,5 +331,43 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
                 stats.tokens += len(line.hyps[0].tokens) if line.hyps else 0
             sink.flush()
             stats.lines += len(lines)
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
+                    stdout: TextIO | None = None) -> TranslateStats:
+    """The same reading, chunking and writing, with a CTranslate2 export doing the search."""
+    from nmt import export
+
+    s = config.search
+    refused = [flag for flag, on in (
+        ("--sampling", s.sampling), ("--nbest", s.nbest > 1),
+        ("--ensemble", len(config.checkpoints) > 1),
+        ("--output-format jsonl", config.output_format != "text"),
+        ("--lenpen-style gnmt (CTranslate2 divides by |Y|^alpha: use fairseq)",
+         s.lenpen_style != "fairseq")) if on]
+    if refused:
+        raise ConfigError(f"--engine ctranslate2 does not support {', '.join(refused)}")
+    device = "cuda" if config.device == "auto" and torch.cuda.is_available() else (
+        "cpu" if config.device == "auto" else config.device.split(":")[0])
+    compute = {"auto": "default", "fp32": "float32", "bf16": "bfloat16",
+               "fp16": "float16"}[config.precision]
+    name = str(config.input) if config.input else "<stdin>"
+    stats = TranslateStats(device=f"ctranslate2 {device} {compute}")
+    started = time.perf_counter()
+    with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
+        for chunk in read_chunks(source, config.buffer_lines, name, stats):
+            texts = [text for _, text in chunk]
+            outputs = export.translate_ctranslate2(
+                config.checkpoints[0], texts, beam=s.beam, alpha=s.alpha,
+                max_len_a=config.max_len_a, max_len_b=config.max_len_b, device=device,
+                compute_type=compute, threads=config.threads or 0)
+            for text, translation in zip(texts, outputs, strict=True):
+                sink.write(clean(translation) + "\n")
+                stats.sentences += bool(text.strip())
+                stats.tokens += len(translation.split())
+            sink.flush()
+            stats.lines += len(chunk)
     stats.seconds = time.perf_counter() - started
     return stats

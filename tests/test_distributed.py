@@ -14,7 +14,10 @@ SLURM = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
 def clean_env(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
                  "MASTER_PORT", *SLURM):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first, so that teardown restores the variable even when the code under test
+        # sets it through os.environ directly (delenv of an absent name records nothing)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 

@@ -401,3 +401,25 @@ def test_ctranslate2_bleu_on_multi30k_matches_nmt_translate(ct2, shared_data, tm
     bleu_theirs = sacrebleu.corpus_bleu(theirs, [refs]).score
     assert bleu_ours > 1.0  # the model translates something
     assert abs(bleu_theirs - bleu_ours) <= 0.3, (bleu_ours, bleu_theirs)
+
+
+def test_translate_engine_ctranslate2_matches_the_torch_engine(ct2, trained, tmp_path):
+    _, ckpt = trained
+    out = export.run(ckpt, tmp_path / "ct2", to="ctranslate2")
+    source = tmp_path / "in.en"
+    source.write_text("\n".join(toy_sentences(8) + ["", toy_sentences(9)[-1]]) + "\n",
+                      encoding="utf-8")
+    runner = CliRunner()
+    outputs = {}
+    for engine, model in (("torch", ckpt), ("ctranslate2", out)):
+        target = tmp_path / f"{engine}.de"
+        result = runner.invoke(app, ["translate", "-c", str(model), "-i", str(source), "-o",
+                                     str(target), "--beam", "1", "--engine", engine,
+                                     "--lenpen-style", "fairseq"])
+        assert result.exit_code == 0, result.output
+        outputs[engine] = target.read_text(encoding="utf-8").splitlines()
+    assert len(outputs["torch"]) == 10 and outputs["torch"][8] == ""
+    assert outputs["ctranslate2"] == outputs["torch"]
+    refused = runner.invoke(app, ["translate", "-c", str(out), "-i", str(source), "--engine",
+                                  "ctranslate2", "--lenpen-style", "gnmt"])
+    assert refused.exit_code == 2 and "--lenpen-style gnmt" in refused.output

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Transformer base on WMT14 English→German, as in Vaswani et al. (2017), with nmt commands only.
+# Usage: bash recipes/wmt14-en-de/base.sh [GPUS]   (default 8; the effective batch stays ~25k
+# target tokens per step on any GPU count: the trainer derives gradient accumulation itself)
+set -euo pipefail
+GPUS="${1:-8}"
+DATA=data/wmt14-en-de
+RUN=runs/wmt14-en-de-base
+
+# 1. 4.5M training pairs, newstest2013 (valid), newstest2014 (test); joint BPE, 32k pieces
+nmt prepare wmt14-en-de --out "$DATA" --vocab-size 32000
+
+# 2. 100k steps of ~25k target tokens, Adam (0.9, 0.98, 1e-9), warmup 4000, label smoothing 0.1;
+#    a checkpoint about every 10 minutes of the paper's P100 time (1,500 steps), last 20 kept
+nmt train "$DATA" --preset base --gpus "$GPUS" --run "$RUN" \
+  --batch-tokens 25000 --max-steps 100000 --warmup 4000 --label-smoothing 0.1 \
+  --save-every 1500 --keep-last 20 --precision auto
+
+# 3. average the last 5 checkpoints
+nmt average "$RUN" --last 5 -o "$RUN/avg"
+
+# 4. beam 4, length penalty 0.6, output at most input + 50 tokens, on the full 3,003 lines
+nmt translate -c "$RUN/avg" --beam 4 --lenpen 0.6 -i "$DATA/test.raw.en" -o "$RUN/newstest2014.hyp.de"
+
+# 5. sacreBLEU (report this one) and the paper's tokenized compound-split BLEU (compare with 27.3)
+nmt score "$RUN/newstest2014.hyp.de" --ref "$DATA/test.raw.de" --metrics bleu,chrf
+nmt score "$RUN/newstest2014.hyp.de" --ref "$DATA/test.raw.de" --paper-bleu

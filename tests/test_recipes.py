@@ -1,0 +1,55 @@
+"""Recipes never rot: every `nmt` invocation in recipes/ names a real subcommand and real flags."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from nmt.cli import app
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def recipe_scripts() -> list[Path]:
+    return sorted(RECIPES.rglob("*.sh"))
+
+
+def nmt_invocations(script: Path) -> list[list[str]]:
+    """Every `nmt ...` command line of a shell script, as argument lists (continuations joined)."""
+    text = re.sub(r"\\\n", " ", script.read_text())
+    calls = []
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        for segment in re.split(r"\s*(?:\|\||&&|\||;)\s*", line):
+            try:
+                words = shlex.split(segment, comments=True)
+            except ValueError:
+                continue
+            if words[:1] == ["nmt"] or words[:3] == ["python", "-m", "nmt"]:
+                calls.append(words[3:] if words[0] == "python" else words[1:])
+    return calls
+
+
+def test_there_are_recipes():
+    names = {p.relative_to(RECIPES).as_posix() for p in recipe_scripts()}
+    assert {"quickstart.sh", "wmt14-en-de/base.sh", "wmt14-en-de/big.sh"} <= names
+    assert any(n.startswith("multi30k-en-de/") for n in names)
+
+
+@pytest.mark.parametrize("script", recipe_scripts(), ids=lambda p: p.relative_to(RECIPES).as_posix())
+def test_every_flag_a_recipe_uses_exists(script):
+    group = typer.main.get_command(app)
+    calls = nmt_invocations(script)
+    assert calls, f"{script} runs no nmt command"
+    for args in calls:
+        command = group.commands.get(args[0])  # type: ignore[attr-defined]
+        assert command is not None, f"{script}: unknown subcommand {args[0]!r}"
+        known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        for word in args[1:]:
+            if word.startswith("-") and word != "-" and not re.fullmatch(r"-\d.*", word):
+                flag = word.split("=", 1)[0]
+                assert flag in known, f"{script}: `nmt {args[0]}` has no option {flag}"
