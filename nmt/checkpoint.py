@@ -129,6 +129,14 @@ def write_checkpoint(
                             encoding="utf-8")
     for f in tmp.iterdir():
         _fsync(f)
+    replace_directory(tmp, path)
+    _fsync(path.parent)
+    return path
+
+
+def replace_directory(tmp: Path, path: Path) -> None:
+    """Move the finished directory `tmp` to `path`; an existing `path` is swapped out first and
+    removed only after the new one is in place."""
     if path.exists():
         old = path.parent / f".{path.name}.old-{os.getpid()}"
         os.replace(path, old)
@@ -136,8 +144,6 @@ def write_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
-    _fsync(path.parent)
-    return path
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, vocab: Vocabulary,

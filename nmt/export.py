@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from nmt import __version__
-from nmt.checkpoint import Checkpoint, load_checkpoint
+from nmt.checkpoint import Checkpoint, load_checkpoint, replace_directory
 from nmt.config import ModelConfig
 from nmt.errors import CheckpointError, ConfigError
 from nmt.vocab import Vocabulary
@@ -103,13 +103,7 @@ def staging(out: Path, *, force: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_directory(tmp, out)
 
 
 def write_export_meta(ckpt: Checkpoint, directory: Path, *, target: str,
