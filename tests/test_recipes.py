@@ -40,7 +40,8 @@ def test_there_are_recipes():
     assert any(n.startswith("multi30k-en-de/") for n in names)
 
 
-@pytest.mark.parametrize("script", recipe_scripts(), ids=lambda p: p.relative_to(RECIPES).as_posix())
+@pytest.mark.parametrize("script", recipe_scripts(),
+                         ids=lambda p: p.relative_to(RECIPES).as_posix())
 def test_every_flag_a_recipe_uses_exists(script):
     group = typer.main.get_command(app)
     calls = nmt_invocations(script)

@@ -1,0 +1,222 @@
+"""Translation speed of nmt beside Hugging Face Marian and CTranslate2, with the same weights.
+
+    python benchmarks/translate_speed.py --checkpoint runs/multi30k-tiny/avg --threads 2
+    python benchmarks/translate_speed.py --newstest --limit 500 --beams 4
+
+Exports the checkpoint with nmt.export (to "hf" and to "ctranslate2" fp32 and int8) into a
+temporary directory, then translates the same source lines with every engine at beam 1 and 4,
+all with the fairseq length penalty (log P / |Y|^0.6) and at most source tokens + 50 output
+tokens, and prints seconds, sentences/s, target tokens/s (SentencePiece pieces of the output,
+counted the same way for every engine), the speed ratio to nmt and BLEU against the reference.
+Model loading is excluded except for CTranslate2, whose loader runs inside
+`export.translate_ctranslate2` (a few milliseconds for small models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+SHARED = Path("/work/shared/data")
+MULTI30K = SHARED / "multi30k" / "test_2016_flickr.en"
+NEWSTEST = SHARED / "wmt" / "newstest2014.en"
+TINY_RUN = Path("/tmp/runs/tiny/checkpoints")
+
+
+@dataclass(frozen=True)
+class Result:
+    engine: str  # engine label shown in the table
+    beam: int  # beam size (1 = greedy)
+    seconds: float  # wall time of the translation
+    outputs: list[str]  # one detokenized translation per source line
+
+
+def default_checkpoint() -> Path | None:
+    """The newest step-* checkpoint of the tiny Multi30k run, if there is one."""
+    steps = sorted(TINY_RUN.glob("step-*")) if TINY_RUN.is_dir() else []
+    return steps[-1] if steps else None
+
+
+def read_lines(path: Path, limit: int | None) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f]
+    return lines[:limit] if limit else lines
+
+
+def run_nmt(checkpoint: Path, lines: list[str], beam: int, args: argparse.Namespace) -> Result:
+    """`nmt translate` in process (token batching), timed by its own stats (load excluded)."""
+    from nmt import translate
+    from nmt.search import SearchConfig
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as tmp:
+        tmp.write("\n".join(lines) + "\n")
+        tmp.flush()
+        out = io.StringIO()
+        config = translate.TranslateConfig(
+            checkpoints=(checkpoint,), input=Path(tmp.name), device="cpu", precision="fp32",
+            threads=args.threads, batch_tokens=args.batch_tokens,
+            search=SearchConfig(beam=beam, alpha=args.alpha, lenpen_style="fairseq"))
+        stats = translate.run(config, stdout=out)
+    return Result("nmt", beam, stats.seconds, out.getvalue().splitlines())
+
+
+def run_hf(hf_dir: Path, lines: list[str], beam: int, args: argparse.Namespace) -> Result:
+    """MarianMTModel.generate on batches of `--batch-size` sentences sorted by length."""
+    from transformers import MarianMTModel
+    from transformers.utils import logging as hf_logging
+
+    from nmt.vocab import Vocabulary
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = MarianMTModel.from_pretrained(hf_dir).eval()
+    vocab = Vocabulary.from_file(hf_dir / "source.spm")  # our SentencePiece model, our ids
+    eos, pad = model.config.eos_token_id, model.config.pad_token_id
+    ids = [vocab.encode(line)[:model.config.max_position_embeddings - 1] + [eos]
+           for line in lines]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    outputs = [""] * len(lines)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(order), args.batch_size):
+            rows = order[start:start + args.batch_size]
+            longest = max(len(ids[i]) for i in rows)
+            src = torch.full((len(rows), longest), pad, dtype=torch.long)  # (B, S)
+            for k, i in enumerate(rows):
+                src[k, :len(ids[i])] = torch.tensor(ids[i])
+            # One limit per batch (generate takes one): the longest source + 50, as nmt's
+            # per-sentence limit for the longest line; shorter lines may run a little longer.
+            gen = model.generate(input_ids=src, attention_mask=src.ne(pad), num_beams=beam,
+                                 max_new_tokens=longest + args.max_len_b,
+                                 length_penalty=args.alpha, early_stopping="never",
+                                 do_sample=False)  # (B, T)
+            for k, i in enumerate(rows):
+                out = [t for t in gen[k, 1:].tolist() if t not in (pad, eos)]
+                outputs[i] = vocab.decode(out)
+    return Result("hf-marian", beam, time.perf_counter() - started, outputs)
+
+
+def run_ct2(ct2_dir: Path, label: str, lines: list[str], beam: int,
+            args: argparse.Namespace) -> Result:
+    """export.translate_ctranslate2 (its loader is inside the timing)."""
+    from nmt import export
+
+    started = time.perf_counter()
+    outputs = export.translate_ctranslate2(ct2_dir, lines, beam=beam, alpha=args.alpha,
+                                           max_len_b=args.max_len_b, batch_size=args.batch_size,
+                                           threads=args.threads)
+    return Result(label, beam, time.perf_counter() - started, outputs)
+
+
+def bleu(outputs: list[str], references: list[str] | None) -> float | None:
+    if references is None:
+        return None
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(outputs, [references]).score
+
+
+def make_table(title: str, results: list[Result], count_tokens: Callable[[str], int],
+               references: list[str] | None) -> Table:
+    table = Table(title=title)
+    for name in ("engine", "beam", "seconds", "sentences/s", "target tokens/s", "ratio vs nmt",
+                 "BLEU"):
+        table.add_column(name, justify="left" if name == "engine" else "right")
+    base = {r.beam: r for r in results if r.engine == "nmt"}
+    for r in results:
+        n_sent = len(r.outputs)
+        tokens = sum(count_tokens(line) for line in r.outputs)
+        rate = tokens / r.seconds
+        ref = base.get(r.beam)
+        ratio = ""
+        if ref is not None:
+            ref_rate = sum(count_tokens(line) for line in ref.outputs) / ref.seconds
+            ratio = f"{rate / ref_rate:.2f}x"
+        score = bleu(r.outputs, references)
+        table.add_row(r.engine, str(r.beam), f"{r.seconds:.2f}", f"{n_sent / r.seconds:.1f}",
+                      f"{rate:,.0f}", ratio, "-" if score is None else f"{score:.2f}")
+    return table
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=default_checkpoint(),
+                        help=f"nmt checkpoint directory (default: newest in {TINY_RUN})")
+    parser.add_argument("--newstest", action="store_true",
+                        help=f"translate {NEWSTEST} instead of Multi30k test_2016_flickr")
+    parser.add_argument("--limit", type=int, default=None, help="first N source lines only")
+    parser.add_argument("--beams", type=int, nargs="+", default=[4, 1])
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads and CTranslate2 intra-op threads")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="sentences per batch for HF and CTranslate2")
+    parser.add_argument("--batch-tokens", type=int, default=6000,
+                        help="nmt's token batching (padded source tokens x beam)")
+    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
+    parser.add_argument("--max-len-b", type=int, default=50, help="output limit: source + B")
+    parser.add_argument("--engines", nargs="+", default=["nmt", "hf", "ct2-fp32", "ct2-int8"],
+                        choices=["nmt", "hf", "ct2-fp32", "ct2-int8"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(width=120)
+    source = NEWSTEST if args.newstest else MULTI30K
+    if args.checkpoint is None or not args.checkpoint.is_dir():
+        console.print(f"[red]no checkpoint directory {args.checkpoint}; pass --checkpoint[/]")
+        return 2
+    if not source.is_file():
+        console.print(f"[red]no source file {source}[/]")
+        return 2
+    from nmt import export
+    from nmt.vocab import Vocabulary
+
+    torch.set_num_threads(args.threads)
+    lines = read_lines(source, args.limit)
+    ref_path = source.with_suffix(".de")
+    references = read_lines(ref_path, args.limit) if ref_path.is_file() else None
+    vocab = Vocabulary.from_file(args.checkpoint / "spm.model")
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        dirs = {}
+        if "hf" in args.engines:
+            dirs["hf"] = export.run(args.checkpoint, root / "hf", to="hf")
+        if "ct2-fp32" in args.engines:
+            dirs["ct2-fp32"] = export.run(args.checkpoint, root / "ct2", to="ctranslate2")
+        if "ct2-int8" in args.engines:
+            dirs["ct2-int8"] = export.run(args.checkpoint, root / "ct2-int8", to="ctranslate2",
+                                          quantization="int8")
+        def once(engine: str, texts: list[str], beam: int) -> Result:
+            if engine == "nmt":
+                return run_nmt(args.checkpoint, texts, beam, args)
+            if engine == "hf":
+                return run_hf(dirs["hf"], texts, beam, args)
+            return run_ct2(dirs[engine], engine, texts, beam, args)
+
+        for engine in args.engines:  # warm-up: first-call costs (allocators, lazy imports)
+            once(engine, lines[:8], 2)
+        for beam in args.beams:
+            for engine in args.engines:
+                console.log(f"{engine} beam {beam} ...")
+                results.append(once(engine, lines, beam))
+    title = (f"{source.name} ({len(lines)} lines), {args.checkpoint}, "
+             f"{args.threads} threads, CPU")
+    console.print(make_table(title, results, lambda s: len(vocab.encode(s)) if s else 0,
+                             references))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
