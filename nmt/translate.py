@@ -354,6 +354,7 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     compute = {"auto": "default", "fp32": "float32", "bf16": "bfloat16",
                "fp16": "float16"}[config.precision]
     name = str(config.input) if config.input else "<stdin>"
+    vocab = Vocabulary.from_file(Path(config.checkpoints[0]) / "spm.model")  # counts tokens
     stats = TranslateStats(device=f"ctranslate2 {device} {compute}")
     started = time.perf_counter()
     with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
@@ -366,7 +367,7 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
             for text, translation in zip(texts, outputs, strict=True):
                 sink.write(clean(translation) + "\n")
                 stats.sentences += bool(text.strip())
-                stats.tokens += len(translation.split())
+                stats.tokens += len(vocab.encode(translation))
             sink.flush()
             stats.lines += len(chunk)
     stats.seconds = time.perf_counter() - started
