@@ -6,9 +6,12 @@
 Both frameworks start from the same weights (an nmt model, seeded, exported with
 `nmt.export.run(..., to="hf")` and loaded with `MarianMTModel.from_pretrained`), train on the
 same batches (the first pairs of Multi30k train, tokenized with a SentencePiece vocabulary and
-packed by nmt.batching as `nmt train` packs them) with the same step: label-smoothed
-cross-entropy (nmt.train.smoothed_loss, eps 0.1) summed and divided by the batch's target
-tokens, Adam(0.9, 0.98, eps 1e-9) at a fixed learning rate. Each framework runs in its own
+packed by nmt.batching as `nmt train` packs them) with the same objective: label-smoothed
+cross-entropy (eps 0.1) summed and divided by the batch's target tokens, fused Adam(0.9, 0.98,
+eps 1e-9) at a fixed learning rate. nmt runs its own training step (`nmt.train.Objective`:
+output projection and loss at real target positions only, `nmt.loss.smoothed_loss`); Marian
+runs its forward pass and PyTorch's `F.cross_entropy(label_smoothing=0.1)`, as a Hugging Face
+user would write it. Each framework runs in its own
 child process so that the peak resident memory (getrusage maxrss) is its own. Reports target
 tokens/s and ms/step over the timed steps (after `--warmup-steps` untimed ones); on a GPU also
 peak allocated memory and MFU against a measured bf16 matmul rate.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
@@ -81,7 +85,8 @@ def make_batches(vocab, args: argparse.Namespace) -> list:
 
 
 def build_models(framework: str, vocab, args: argparse.Namespace, tmp: Path):
-    """(model, forward(batch) -> logits (B, T, V)) for `framework`, seeded identically."""
+    """(model, loss(batch) -> summed smoothed loss) for `framework`, seeded identically."""
+    from nmt import train
     from nmt.config import preset
     from nmt.model import Transformer
 
@@ -89,7 +94,8 @@ def build_models(framework: str, vocab, args: argparse.Namespace, tmp: Path):
     ours = Transformer(preset(args.preset, vocab_size=len(vocab), pad_id=vocab.pad_id,
                               bos_id=vocab.bos_id, eos_id=vocab.eos_id))
     if framework == "nmt":
-        return ours, lambda b: ours(b.src, b.tgt_in)
+        objective = train.Objective(ours, eps=0.1)
+        return ours, lambda b, real: objective(b.src, b.tgt_in, b.tgt_out, real)[0]
     from transformers import MarianMTModel
     from transformers.utils import logging as hf_logging
 
@@ -103,8 +109,14 @@ def build_models(framework: str, vocab, args: argparse.Namespace, tmp: Path):
     pad = vocab.pad_id
     # Padding sits at the end of each target, so the causal mask alone keeps it out of the
     # real positions, as in nmt; no decoder_attention_mask.
-    return hf, lambda b: hf(input_ids=b.src, attention_mask=b.src.ne(pad),
-                            decoder_input_ids=b.tgt_in).logits
+
+    def loss(b, _real):
+        logits = hf(input_ids=b.src, attention_mask=b.src.ne(pad),
+                    decoder_input_ids=b.tgt_in).logits  # (B, T, V)
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), b.tgt_out.view(-1),
+                               ignore_index=pad, label_smoothing=0.1, reduction="sum")
+
+    return hf, loss
 
 
 def sync(device: torch.device) -> None:
@@ -114,7 +126,7 @@ def sync(device: torch.device) -> None:
 
 def train(framework: str, args: argparse.Namespace) -> dict:
     """Run warm-up and timed steps of `framework`; return its measurements."""
-    from nmt.train import smoothed_loss
+    from nmt.train import real_positions
     from nmt.vocab import Vocabulary
 
     torch.set_num_threads(args.threads)
@@ -123,21 +135,22 @@ def train(framework: str, args: argparse.Namespace) -> dict:
     vocab = Vocabulary.from_file(args.vocab)
     batches = make_batches(vocab, args)
     with tempfile.TemporaryDirectory() as tmp:
-        model, forward = build_models(framework, vocab, args, Path(tmp))
+        model, loss_of = build_models(framework, vocab, args, Path(tmp))
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9,
+                           fused=True)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16)
                 if args.precision == "bf16" else contextlib.nullcontext())
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     times, losses, tokens = [], [], 0
     for i, batch in enumerate(batches):
-        batch = batch.to(device)
         n_tgt = int(batch.tgt_out.ne(vocab.pad_id).sum())
         sync(device)
         start = time.perf_counter()
+        real = real_positions(batch.tgt_out, vocab.pad_id).to(device)  # as nmt.train does
+        batch = batch.to(device)
         with autocast:
-            logits = forward(batch)  # (B, T, V)
-        loss, _ = smoothed_loss(logits, batch.tgt_out, eps=0.1, pad_id=vocab.pad_id)
+            loss = loss_of(batch, real)
         (loss / n_tgt).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -515,6 +515,10 @@ def translate(
     nbest: Annotated[int, typer.Option(
         "--nbest", min=1, help="Hypotheses per sentence, with scores (text: Moses-style "
                                "'id ||| translation ||| score' lines).")] = 1,
+    stopping: Annotated[str, typer.Option(
+        "--stopping", help="finished: a sentence ends once --beam hypotheses have (fairseq, "
+                           "CTranslate2); exact: once no live beam can beat them (slower).")
+    ] = "finished",
     max_len_a: Annotated[float, typer.Option(
         "--max-len-a", help="Maximum output length = a * source tokens + b.")] = 1.0,
     max_len_b: Annotated[int, typer.Option("--max-len-b", help="See --max-len-a.")] = 50,
@@ -560,7 +564,7 @@ def translate(
                                 lenpen_style=lenpen_style or (
                                     "fairseq" if engine == "ctranslate2" else "gnmt"),
                                 sampling=sampling, temperature=temperature, top_k=top_k,
-                                top_p=top_p),
+                                top_p=top_p, stopping=stopping),
             input=input_path, output=output_path, output_format=output_format, max_len_a=max_len_a,
             max_len_b=max_len_b, batch_tokens=batch_tokens, buffer_lines=buffer_lines,
             device=device, precision=precision, threads=threads, seed=seed, engine=engine)

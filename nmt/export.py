@@ -198,12 +198,12 @@ def marian_config(config: ModelConfig) -> Any:
 
 def marian_generation_config(config: ModelConfig) -> Any:
     """Beam search as `nmt translate --beam 4 --lenpen 0.6 --lenpen-style fairseq`: finished
-    hypotheses scored log P / |Y|^alpha with EOS counted in |Y| (transformers >= 5), searched
-    until no live beam can win (early_stopping="never"), PAD and BOS never generated.
+    hypotheses scored log P / |Y|^alpha with EOS counted in |Y| (transformers >= 5), a sentence
+    done once 4 hypotheses finished (early_stopping=True, nmt's default `--stopping finished`;
+    "never" is `--stopping exact`), PAD and BOS never generated.
 
-    `max_length` is the model's position limit, so nothing nmt would produce is cut; as with
-    `nmt.search`, a positive alpha keeps the search going towards that limit, so pass
-    `max_new_tokens` (nmt uses source tokens + 50) for speed."""
+    `max_length` is the model's position limit, so nothing nmt would produce is cut; pass
+    `max_new_tokens` (nmt uses source tokens + 50) to bound the output as nmt does."""
     from transformers import GenerationConfig
 
     return GenerationConfig(
@@ -215,7 +215,7 @@ def marian_generation_config(config: ModelConfig) -> Any:
         suppress_tokens=[config.pad_id, config.bos_id],
         num_beams=4,
         length_penalty=0.6,
-        early_stopping="never",
+        early_stopping=True,
         max_length=config.max_positions,
     )
 
@@ -434,8 +434,9 @@ def translate_ctranslate2(
     finished hypotheses scored log P / |Y|^alpha with EOS counted in |Y| (CTranslate2 counts
     the tokens it returns, so the end token is requested and stripped here), PAD and BOS never
     generated, blank lines give empty translations. CTranslate2 stops a sentence once
-    `beam * patience` hypotheses are finished (fairseq's rule at patience 1); `nmt.search`
-    searches on until no live beam can win, which a larger `patience` approaches.
+    `beam * patience` hypotheses are finished: at patience 1 that is fairseq's rule and
+    `nmt translate --stopping finished` (the default); a larger `patience` approaches
+    `--stopping exact`.
     `threads` 0 lets CTranslate2 choose; `compute_type` "default" keeps the export's weights.
     """
     require_package("ctranslate2", "ctranslate2")

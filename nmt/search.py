@@ -29,6 +29,7 @@ from nmt.errors import ConfigError
 from nmt.model import DecoderState, KeyValue, Transformer
 
 PENALTY_STYLES = ("gnmt", "fairseq")
+STOPPING = ("finished", "exact")
 NEG_INF = float("-inf")
 
 
@@ -42,6 +43,8 @@ class SearchConfig:
     temperature: float = 1.0  # sampling: divide log-probabilities by this before softmax
     top_k: int = 0  # sampling: keep only the k most likely tokens (0 = all)
     top_p: float = 1.0  # sampling: keep the smallest set of tokens with this much mass
+    stopping: str = "finished"  # "finished": a sentence ends once `beam` hypotheses have
+    # (fairseq, CTranslate2, HF early_stopping=True); "exact": once no live beam can beat them
 
     def __post_init__(self) -> None:
         if self.beam < 1:
@@ -53,6 +56,9 @@ class SearchConfig:
         if self.lenpen_style not in PENALTY_STYLES:
             raise ConfigError(f"unknown length penalty style {self.lenpen_style!r}; "
                               f"choose one of {', '.join(PENALTY_STYLES)}")
+        if self.stopping not in STOPPING:
+            raise ConfigError(f"unknown stopping rule {self.stopping!r}; "
+                              f"choose one of {', '.join(STOPPING)}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
         if self.top_k < 0:
@@ -288,7 +294,8 @@ def _collect_finished(beams: _Beams, out: list[list[Hypothesis]], fin: Tensor, s
 @torch.inference_mode()
 def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, beam: int = 4,
                 nbest: int = 1, alpha: float = 0.6, lenpen_style: str = "gnmt",
-                early_stop: bool = True) -> list[list[Hypothesis]]:
+                stopping: str = "finished", early_stop: bool = True
+                ) -> list[list[Hypothesis]]:
     """Beam search over all sentences of `src` at once; the `nbest` best hypotheses per row.
 
     At step t every live beam has t tokens, so all 2K candidate extensions of a sentence have
@@ -296,12 +303,18 @@ def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, 
     ranks them by score. Candidates that end (EOS, or the sentence's `max_len`) become finished
     hypotheses; the best K that do not end form the next beams.
 
-    A sentence stops when it has K finished hypotheses and no live beam can beat the worst of
-    them: log-probabilities are <= 0, so a beam with cumulative log-probability s can only end
-    with a total s' <= s at some length n in [t + 2, max_len], scoring s' / lp(n) <= s / lp(n)
+    `stopping="finished"` (fairseq, CTranslate2 and HF `early_stopping=True`): only ending
+    candidates ranked among the best K of the 2K count, and a sentence stops once K hypotheses
+    have finished. `stopping="exact"`: every ending candidate counts, and a sentence stops when
+    it has K finished hypotheses and no live beam can beat the worst of them: log-probabilities
+    are <= 0, so a beam with cumulative log-probability s can only end with a total s' <= s at
+    some length n in [t + 2, max_len], scoring s' / lp(n) <= s / lp(n)
     <= s / max(lp(t + 2), lp(max_len)) (lp is monotone in n for both styles and any alpha).
-    `early_stop=False` searches to `max_len` instead (for tests: the result must not change).
+    With a positive alpha that bound is loose, so "exact" decodes many more steps.
+    `early_stop=False` searches to `max_len` instead (for tests: "exact" must not change).
     """
+    if stopping not in STOPPING:
+        raise ConfigError(f"unknown stopping rule {stopping!r}")
     ens = as_ensemble(model)
     cfg, device, batch, k = ens.config, src.device, src.size(0), beam
     limit = _limits(max_len, ens, device)
@@ -318,6 +331,10 @@ def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, 
                    token_lp=torch.empty((batch * k, 0), device=device),
                    best_done=torch.full((batch, k), NEG_INF, device=device), state=start)
     last = torch.full((batch * k,), cfg.bos_id, dtype=torch.long, device=device)
+    exact = stopping == "exact"
+    counted = torch.ones(2 * k, dtype=torch.bool, device=device)  # candidates that may finish
+    if not exact:
+        counted[k:] = False
     for t in range(steps):
         n = beams.sent.numel()
         lp = ens.step(last, beams.state).view(n, k, -1)  # (n, K, V)
@@ -325,7 +342,7 @@ def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, 
         sent_limit = limit[beams.sent]  # (n,)
         at_limit = sent_limit == t + 1  # (n,)
         ends = (tok == cfg.eos_id) | at_limit[:, None]  # (n, 2K)
-        done_score = torch.where(ends & (cand > NEG_INF), cand / pen[t + 1], NEG_INF)
+        done_score = torch.where(ends & counted & (cand > NEG_INF), cand / pen[t + 1], NEG_INF)
         beams.best_done = torch.cat([beams.best_done, done_score], 1).topk(k, dim=1).values
         worst = beams.best_done[:, -1]  # (n,) -inf until K hypotheses are finished
         keep_done = (done_score > NEG_INF) & (done_score >= worst[:, None])
@@ -339,7 +356,9 @@ def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, 
         new_tok, new_tok_lp = tok.gather(1, pos), tok_lp.gather(1, pos)  # (n, K)
 
         done = at_limit
-        if early_stop:
+        if not exact:
+            done = done | (worst > NEG_INF)
+        elif early_stop:
             # live sentences have max_len >= t + 2; lp's maximum over [t + 2, max_len]
             bound = new_scores[:, 0] / torch.maximum(pen[sent_limit], pen[t + 2])  # (n,)
             done = done | ((worst > NEG_INF) & (bound <= worst))
@@ -371,4 +390,5 @@ def search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, config: 
                       top_k=config.top_k, top_p=config.top_p, generator=generator, **common)
     if config.beam == 1:
         return [[h] for h in greedy_search(model, src, max_len, **common)]
-    return beam_search(model, src, max_len, beam=config.beam, nbest=config.nbest, **common)
+    return beam_search(model, src, max_len, beam=config.beam, nbest=config.nbest,
+                       stopping=config.stopping, **common)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt import batching, distributed
@@ -53,6 +52,7 @@ from nmt.config import ModelConfig
 from nmt.data import ParallelSplit, PreparedData, load_prepared
 from nmt.distributed import Launch, World
 from nmt.errors import CheckpointError, ConfigError, NmtError
+from nmt.loss import smoothed_loss
 
 log = logging.getLogger(__name__)
 
@@ -278,19 +278,25 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return peak * (w / step) ** 0.5
 
 
-def smoothed_loss(logits: Tensor, target: Tensor, *, eps: float,
-                  pad_id: int) -> tuple[Tensor, Tensor]:
-    """Summed label-smoothed cross-entropy and summed NLL over the non-padding targets.
+class Objective(nn.Module):
+    """What the training step calls (and DDP wraps): the model up to its summed label-smoothed
+    loss, with the output projection and softmax computed only at the real target positions."""
 
-    logits (B, T, V), target (B, T). The smoothed target puts 1 - eps on the reference and
-    spreads eps uniformly over the vocabulary (as `F.cross_entropy(label_smoothing=eps)`).
-    """
-    lprobs = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-    real = target != pad_id  # (B, T)
-    nll = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    uniform = -lprobs.mean(-1)  # (B, T)
-    loss = (1.0 - eps) * nll + eps * uniform
-    return loss.masked_fill(~real, 0.0).sum(), nll.masked_fill(~real, 0.0).sum()
+    def __init__(self, model: nn.Module, eps: float) -> None:
+        super().__init__()
+        self.model = model
+        self.eps = eps
+
+    def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor, real: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        # src (B, S), tgt_in/tgt_out (B, T); real (N,) indices of non-padding targets in B*T
+        model = self.model
+        memory, src_mask = model.encode(src)  # (B, S, D)
+        hidden = model.decoder(tgt_in, memory, src_mask)  # (B, T, D)
+        hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, real)  # (N, D)
+        target = tgt_out.reshape(-1).index_select(0, real)  # (N,)
+        return smoothed_loss(model.output(hidden), target, eps=self.eps,
+                             pad_id=model.config.pad_id)
 
 
 # --- reporting -----------------------------------------------------------------------------------
@@ -454,7 +460,7 @@ class TrainState:
     """Everything that changes during training; a checkpoint saves and restores all of it."""
 
     model: nn.Module  # the Transformer
-    net: nn.Module  # what the forward pass calls: the DDP wrapper, or the model itself
+    net: nn.Module  # what the step calls: the model's `Objective`, DDP-wrapped when distributed
     optimizer: torch.optim.Optimizer  # Adam
     scaler: torch.amp.GradScaler  # dynamic loss scaling (enabled for fp16 only)
     step: int = 0  # updates applied
@@ -486,17 +492,26 @@ def build_state(sess: Session) -> TrainState:
     seed_everything(cfg.seed)
     model = Transformer(cfg.model).to(world.device)
     seed_everything(cfg.seed + world.rank)  # each worker its own dropout stream
-    net: nn.Module = model
+    net: nn.Module = Objective(model, cfg.label_smoothing)
     if world.distributed:
         ids = [world.device] if world.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate(cfg, 1),
-                                 betas=cfg.adam_betas, eps=cfg.adam_eps,
-                                 weight_decay=cfg.weight_decay,
-                                 fused=True if world.device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(world.device.type, init_scale=2.0 ** 7,
                                   enabled=sess.precision == "fp16")
     return TrainState(model=model, net=net, optimizer=optimizer, scaler=scaler)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with the recipe's betas, epsilon and L2 penalty, as one fused kernel per step."""
+    return torch.optim.Adam(model.parameters(), lr=learning_rate(cfg, 1), betas=cfg.adam_betas,
+                            eps=cfg.adam_eps, weight_decay=cfg.weight_decay, fused=True)
+
+
+def real_positions(tgt_out: Tensor, pad_id: int) -> Tensor:
+    """Indices (N,) of the non-padding entries of the flattened targets (B*T), computed where
+    `tgt_out` lives: call it on the host copy, so the step never waits for the device."""
+    return (tgt_out.reshape(-1) != pad_id).nonzero().squeeze(1)
 
 
 def rng_state(world: World) -> dict[str, Any]:
@@ -815,14 +830,14 @@ def train_step(sess: Session, state: TrainState, rows: np.ndarray, stop: StopReq
     nll_sum = torch.zeros((), device=world.device)
     for j, shard in enumerate(shards):
         batch = batching.collate(sess.train.src, sess.train.tgt, shard, pad_id=c.pad_id,
-                                 bos_id=c.bos_id, eos_id=c.eos_id).to(world.device)
+                                 bos_id=c.bos_id, eos_id=c.eos_id)
+        real = real_positions(batch.tgt_out, c.pad_id)
+        batch, real = batch.to(world.device), real.to(world.device, non_blocking=True)
         last = j == len(shards) - 1
         sync = contextlib.nullcontext() if last or not world.distributed else state.net.no_sync()
         with sync:
             with sess.autocast():
-                logits = state.net(batch.src, batch.tgt_in)  # (B, T, V)
-            loss, nll = smoothed_loss(logits, batch.tgt_out, eps=cfg.label_smoothing,
-                                      pad_id=c.pad_id)
+                loss, nll = state.net(batch.src, batch.tgt_in, batch.tgt_out, real)
             # DDP averages gradients over workers; scale so they sum, normalised per token.
             state.scaler.scale(loss * (world.size / tokens)).backward()
         loss_sum += loss.detach()

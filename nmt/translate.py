@@ -344,6 +344,7 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     refused = [flag for flag, on in (
         ("--sampling", s.sampling), ("--nbest", s.nbest > 1),
         ("--ensemble", len(config.checkpoints) > 1),
+        ("--stopping exact", s.stopping == "exact" and s.beam > 1),
         ("--output-format jsonl", config.output_format != "text"),
         ("--lenpen-style gnmt (CTranslate2 divides by |Y|^alpha: use fairseq)",
          s.lenpen_style != "fairseq")) if on]

@@ -127,14 +127,14 @@ def trained(tiny_vocab, tmp_path_factory):
 
 
 def nmt_beam(model: Transformer, vocab: Vocabulary, lines: list[str], beam: int,
-             alpha: float) -> list[str]:
+             alpha: float, stopping: str = "finished") -> list[str]:
     src = pad([vocab.encode(line) + [vocab.eos_id] for line in lines])
     limit = output_limit(src, vocab.pad_id)
     if beam == 1:
         out = greedy(model, src, limit)
     else:
         out = [h[0].tokens for h in beam_search(model, src, limit, beam=beam, alpha=alpha,
-                                                lenpen_style="fairseq")]
+                                                lenpen_style="fairseq", stopping=stopping)]
     assert all(len(o) < n for o, n in zip(out, limit.tolist(), strict=True))  # none cut off
     return [vocab.decode(o) for o in out]
 
@@ -217,6 +217,13 @@ def test_hf_generate_matches_nmt_beam_search(hf, trained, tmp_path):
             ids = hf_model.generate(**batch, num_beams=beam, length_penalty=alpha,
                                     max_length=batch["input_ids"].size(1) + 51)
         assert tok.batch_decode(ids, skip_special_tokens=True) == ours, (beam, alpha)
+        if beam > 1:  # HF's early_stopping="never" is nmt's --stopping exact
+            exact = nmt_beam(model, trained_vocab(ckpt), lines, beam, alpha, "exact")
+            with torch.inference_mode():
+                ids = hf_model.generate(**batch, num_beams=beam, length_penalty=alpha,
+                                        early_stopping="never",
+                                        max_length=batch["input_ids"].size(1) + 51)
+            assert tok.batch_decode(ids, skip_special_tokens=True) == exact, (beam, alpha)
         differs += sum(a != b for a, b in zip(ours, greedy_ours, strict=True))
     assert differs > 0  # the beam searches above were not just greedy decoding
 
@@ -254,9 +261,11 @@ def test_ctranslate2_translates_like_nmt_search(ct2, trained, tmp_path):
     lines = toy_sentences() + ["", "   "]
     for beam, alpha in ((1, 0.0), (4, 0.6), (4, 1.0)):
         ours = nmt_beam(model, vocab, lines[:-2], beam, alpha) + ["", ""]
-        # patience lets CTranslate2 search on, as nmt.search does, past beam finished hypotheses
+        assert export.translate_ctranslate2(out, lines, beam=beam, alpha=alpha) == ours
+        # patience lets CTranslate2 search on past beam finished hypotheses, as "exact" does
+        exact = nmt_beam(model, vocab, lines[:-2], beam, alpha, "exact") + ["", ""]
         assert export.translate_ctranslate2(out, lines, beam=beam, alpha=alpha,
-                                            patience=8) == ours, (beam, alpha)
+                                            patience=8) == exact, (beam, alpha)
 
 
 def test_ctranslate2_int8_export_runs_and_mostly_agrees(ct2, trained, tmp_path):

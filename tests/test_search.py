@@ -150,7 +150,7 @@ def test_large_beam_equals_exhaustive_search(alpha, style):
     limits = torch.tensor([4, 3])
     n_sequences = sum(7 ** i for i in range(5))  # 1 + 7 + 49 + 343 (with EOS) + 2401 (at limit)
     got = beam_search(model, src, limits, beam=n_sequences, nbest=5, alpha=alpha,
-                      lenpen_style=style)
+                      lenpen_style=style, stopping="exact")
     for row in range(2):
         ref = _exhaustive([model], _unpadded(src, row, 0), int(limits[row]), alpha, style)
         assert len(ref) == (n_sequences if row == 0 else 1 + 7 + 49 + 343)
@@ -176,7 +176,7 @@ def test_early_stopping_never_changes_the_result(monkeypatch):
         src = _sources(model.config, [9, 4, 7, 2, 6, 5, 8, 3], seed=seed)
         for alpha, style in [(0.6, "gnmt"), (2.0, "gnmt"), (3.0, "gnmt"), (1.5, "fairseq"),
                              (-0.5, "gnmt")]:
-            kw = dict(beam=3, nbest=3, alpha=alpha, lenpen_style=style)
+            kw = dict(beam=3, nbest=3, alpha=alpha, lenpen_style=style, stopping="exact")
             counting_step.early = True
             fast = beam_search(model, src, limits, **kw)
             counting_step.early = False
@@ -184,6 +184,53 @@ def test_early_stopping_never_changes_the_result(monkeypatch):
             assert [[h.tokens for h in hs] for hs in fast] == \
                 [[h.tokens for h in hs] for hs in full], (seed, alpha, style)
     assert steps[True] < 0.9 * steps[False]  # early stopping did stop early
+
+
+def _reference_beam(models, src_row, max_len, beam, alpha, style):
+    """The fairseq rule, one sentence, plain Python, full recomputation at every step: rank
+    the 2K one-token extensions of the live beams; those among the best K that end (EOS or
+    max_len) finish; the best K that do not end live on; stop once K have finished."""
+    cfg = models[0].config
+    done, live = [], [((), 0.0)]
+    for t in range(max_len):
+        lp = _step_log_probs(models, src_row, [p for p, _ in live])
+        cands = sorted(((total + value, i, tok) for i, (_, total) in enumerate(live)
+                        for tok, value in enumerate(lp[i].tolist()) if value > float("-inf")),
+                       key=lambda c: (-c[0], c[1], c[2]))[:2 * beam]
+        pen = float(length_penalty(torch.tensor(t + 1), alpha, style))
+        nxt = []
+        for rank, (total, i, tok) in enumerate(cands):
+            ends = tok == cfg.eos_id or t + 1 == max_len
+            prefix = live[i][0]
+            if ends and rank < beam:
+                done.append((list(prefix if tok == cfg.eos_id else (*prefix, tok)), total / pen))
+            elif not ends and len(nxt) < beam:
+                nxt.append(((*prefix, tok), total))
+        if len(done) >= beam or not nxt:
+            break
+        live = nxt
+    return sorted(done, key=lambda h: -h[1])[:beam]
+
+
+@pytest.mark.parametrize("alpha,style", [(0.6, "gnmt"), (1.0, "fairseq"), (0.0, "gnmt")])
+def test_finished_stopping_equals_the_fairseq_rule(alpha, style):
+    """The default stopping rule is fairseq's and CTranslate2's: a sentence ends once K
+    hypotheses finished, counting only ending candidates ranked among the best K."""
+    limits = torch.tensor([12, 9, 15, 6, 11])
+    exact_differs = 0
+    for seed in range(3):
+        model = _micro(seed, sharpen=1.0, eos_bias=3.0)
+        src = _sources(model.config, [9, 4, 7, 2, 6], seed=seed)
+        got = beam_search(model, src, limits, beam=3, nbest=3, alpha=alpha, lenpen_style=style)
+        exact = beam_search(model, src, limits, beam=3, nbest=3, alpha=alpha,
+                            lenpen_style=style, stopping="exact")
+        for row in range(len(limits)):
+            ref = _reference_beam([model], _unpadded(src, row, 0), int(limits[row]), 3, alpha,
+                                  style)
+            assert [h.tokens for h in got[row]] == [toks for toks, _ in ref], (seed, row)
+            assert [h.score for h in got[row]] == pytest.approx([s for _, s in ref], abs=1e-5)
+            exact_differs += [h.tokens for h in got[row]] != [h.tokens for h in exact[row]]
+    assert exact_differs > 0  # the two rules are really different searches
 
 
 def test_beam_hypotheses_equal_full_recomputation():
