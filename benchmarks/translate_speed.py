@@ -5,8 +5,10 @@
 
 Exports the checkpoint with nmt.export (to "hf" and to "ctranslate2" fp32 and int8) into a
 temporary directory, then translates the same source lines with every engine at beam 1 and 4,
-all with the fairseq length penalty (log P / |Y|^0.6) and at most source tokens + 50 output
-tokens, and prints seconds, sentences/s, target tokens/s (SentencePiece pieces of the output,
+all with the fairseq length penalty (log P / |Y|^0.6), at most source tokens + 50 output
+tokens and the same stopping rule (by default fairseq's: a sentence ends once `beam`
+hypotheses finished; `--stopping exact` compares nmt and HF searching until no live beam can
+win, which CTranslate2 cannot do), and prints seconds, sentences/s, target tokens/s (SentencePiece pieces of the output,
 counted the same way for every engine), the speed ratio to nmt and BLEU against the reference.
 Model loading is excluded except for CTranslate2, whose loader runs inside
 `export.translate_ctranslate2` (a few milliseconds for small models).
@@ -65,7 +67,8 @@ def run_nmt(checkpoint: Path, lines: list[str], beam: int, args: argparse.Namesp
         config = translate.TranslateConfig(
             checkpoints=(checkpoint,), input=Path(tmp.name), device="cpu", precision="fp32",
             threads=args.threads, batch_tokens=args.batch_tokens,
-            search=SearchConfig(beam=beam, alpha=args.alpha, lenpen_style="fairseq"))
+            search=SearchConfig(beam=beam, alpha=args.alpha, lenpen_style="fairseq",
+                                stopping=args.stopping))
         stats = translate.run(config, stdout=out)
     return Result("nmt", beam, stats.seconds, out.getvalue().splitlines())
 
@@ -98,7 +101,8 @@ def run_hf(hf_dir: Path, lines: list[str], beam: int, args: argparse.Namespace) 
             # per-sentence limit for the longest line; shorter lines may run a little longer.
             gen = model.generate(input_ids=src, attention_mask=src.ne(pad), num_beams=beam,
                                  max_new_tokens=longest + args.max_len_b,
-                                 length_penalty=args.alpha, early_stopping="never",
+                                 length_penalty=args.alpha,
+                                 early_stopping=True if args.stopping == "finished" else "never",
                                  do_sample=False)  # (B, T)
             for k, i in enumerate(rows):
                 out = [t for t in gen[k, 1:].tolist() if t not in (pad, eos)]
@@ -163,6 +167,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-tokens", type=int, default=6000,
                         help="nmt's token batching (padded source tokens x beam)")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty exponent")
+    parser.add_argument("--stopping", choices=["finished", "exact"], default="finished",
+                        help="nmt's beam stopping rule; HF gets the same one (early_stopping "
+                             "True / 'never'); CTranslate2 has only 'finished' (patience 1)")
     parser.add_argument("--max-len-b", type=int, default=50, help="output limit: source + B")
     parser.add_argument("--engines", nargs="+", default=["nmt", "hf", "ct2-fp32", "ct2-int8"],
                         choices=["nmt", "hf", "ct2-fp32", "ct2-int8"])
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 console.log(f"{engine} beam {beam} ...")
                 results.append(once(engine, lines, beam))
     title = (f"{source.name} ({len(lines)} lines), {args.checkpoint}, "
-             f"{args.threads} threads, CPU")
+             f"{args.threads} threads, CPU, stopping {args.stopping}")
     console.print(make_table(title, results, lambda s: len(vocab.encode(s)) if s else 0,
                              references))
     return 0

@@ -420,15 +420,20 @@ def test_translate_engine_ctranslate2_matches_the_torch_engine(ct2, trained, tmp
                       encoding="utf-8")
     runner = CliRunner()
     outputs = {}
-    for engine, model in (("torch", ckpt), ("ctranslate2", out)):
-        target = tmp_path / f"{engine}.de"
-        result = runner.invoke(app, ["translate", "-c", str(model), "-i", str(source), "-o",
-                                     str(target), "--beam", "1", "--engine", engine,
-                                     "--lenpen-style", "fairseq"])
-        assert result.exit_code == 0, result.output
-        outputs[engine] = target.read_text(encoding="utf-8").splitlines()
-    assert len(outputs["torch"]) == 10 and outputs["torch"][8] == ""
-    assert outputs["ctranslate2"] == outputs["torch"]
+    for beam in ("1", "4"):
+        for engine, model in (("torch", ckpt), ("ctranslate2", out)):
+            target = tmp_path / f"{engine}.de"
+            result = runner.invoke(app, ["translate", "-c", str(model), "-i", str(source), "-o",
+                                         str(target), "--beam", beam, "--engine", engine,
+                                         "--lenpen-style", "fairseq"])
+            assert result.exit_code == 0, result.output
+            outputs[engine] = target.read_text(encoding="utf-8").splitlines()
+        assert len(outputs["torch"]) == 10 and outputs["torch"][8] == ""
+        assert outputs["ctranslate2"] == outputs["torch"], beam
     refused = runner.invoke(app, ["translate", "-c", str(out), "-i", str(source), "--engine",
                                   "ctranslate2", "--lenpen-style", "gnmt"])
     assert refused.exit_code == 2 and "--lenpen-style gnmt" in refused.output
+    refused = runner.invoke(app, ["translate", "-c", str(out), "-i", str(source), "--engine",
+                                  "ctranslate2", "--lenpen-style", "fairseq", "--stopping",
+                                  "exact"])
+    assert refused.exit_code == 2 and "--stopping exact" in refused.output

@@ -237,10 +237,40 @@ def test_cli_translates_files_and_stdin(tmp_path, ckpt, tiny_model, tiny_vocab):
     assert result.stdout.split("\n")[:-1] == expected
 
 
+def test_cli_stopping_rule_reaches_the_search(ckpt, tiny_model, tiny_vocab, monkeypatch):
+    import nmt.search
+
+    seen = []
+    real_beam_search = nmt.search.beam_search
+
+    def spy(*args, **kw):
+        seen.append(kw["stopping"])
+        return real_beam_search(*args, **kw)
+
+    monkeypatch.setattr(nmt.search, "beam_search", spy)
+    lines = [line for line in _lines() if line.strip()][:6]
+    src = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(tiny_vocab.encode(t) + [tiny_vocab.eos_id]) for t in lines],
+        batch_first=True)
+    limits = output_limit(src, 0, 1.0, 8)
+    args = ["translate", "-c", str(ckpt), "--beam", "3", "--max-len-b", "8", "--threads", "1"]
+    for stopping, extra in (("finished", []), ("finished", ["--stopping", "finished"]),
+                            ("exact", ["--stopping", "exact"])):
+        result = runner.invoke(app, [*args, *extra], input="\n".join(lines) + "\n")
+        assert result.exit_code == 0, result.output
+        assert set(seen) == {stopping}, (extra, seen)
+        seen.clear()
+        hyps = search(tiny_model, src, limits, SearchConfig(beam=3, stopping=stopping))
+        expected = [translate.clean(tiny_vocab.decode(h[0].tokens)) for h in hyps]
+        assert result.stdout.split("\n")[:-1] == expected, extra
+        seen.clear()
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--output-format", "xml"], "unknown output format"),
     (["--beam", "2", "--nbest", "3"], "cannot exceed the beam size"),
     (["--lenpen-style", "odd"], "unknown length penalty style"),
+    (["--stopping", "never"], "unknown stopping rule"),
 ])
 def test_cli_bad_options_are_one_line_errors(ckpt, extra, message):
     result = runner.invoke(app, ["translate", "-c", str(ckpt), *extra], input="a\n")
