@@ -8,8 +8,9 @@ temporary directory, then translates the same source lines with every engine at 
 all with the fairseq length penalty (log P / |Y|^0.6), at most source tokens + 50 output
 tokens and the same stopping rule (by default fairseq's: a sentence ends once `beam`
 hypotheses finished; `--stopping exact` compares nmt and HF searching until no live beam can
-win, which CTranslate2 cannot do), and prints seconds, sentences/s, target tokens/s (SentencePiece pieces of the output,
-counted the same way for every engine), the speed ratio to nmt and BLEU against the reference.
+win, which CTranslate2 cannot do), and prints seconds, sentences/s, target tokens/s
+(SentencePiece pieces of the output, counted the same way for every engine), the speed ratio
+to nmt and BLEU against the reference.
 Model loading is excluded except for CTranslate2, whose loader runs inside
 `export.translate_ctranslate2` (a few milliseconds for small models).
 """
