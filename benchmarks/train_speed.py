@@ -248,6 +248,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seeds the shared initial weights")
     parser.add_argument("--vocab", type=Path, default=default_vocab(),
                         help="SentencePiece model (default: the tiny run's; else trained)")
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),
+                        help="which to run (nmt alone: memory per preset)")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -262,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         vocab = build_vocab(args.vocab, Path(tmp) / "spm.model")
         child_argv = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-                      if key not in ("worker", "result", "vocab")] + [f"--vocab={vocab}"]
-        results = [run_child(fw, child_argv, Path(tmp)) for fw in FRAMEWORKS]
+                      if key not in ("worker", "result", "vocab", "frameworks")]
+        child_argv.append(f"--vocab={vocab}")
+        results = [run_child(fw, child_argv, Path(tmp)) for fw in args.frameworks]
     Console(width=140).print(make_table(results, args))
     return 0
 
