@@ -84,14 +84,22 @@ class MultiHeadAttention(nn.Module):
         return KeyValue(self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x)))
 
     def attend(
-        self, x: Tensor, kv: KeyValue, mask: Tensor | None = None, causal: bool = False
+        self, x: Tensor, kv: KeyValue, mask: Tensor | None = None, causal: bool = False,
+        group: int = 1,
     ) -> Tensor:
-        # x: (B, T, D) queries; kv: (B, H, L, D/H); mask: (B, 1, 1 or T, L) bool, True = attend
+        # x: (B, T, D) queries; kv: (B / group, H, L, D/H); mask: (B / group, 1, 1 or T, L)
+        # bool, True = attend. With group G, each G consecutive query rows share one key/value
+        # row (the beams of a sentence and its encoder states): they attend as G*T positions.
         q = self.split_heads(self.q_proj(x))  # (B, H, T, D/H)
+        b, h, t, dh = q.shape
+        if group > 1:
+            q = q.view(b // group, group, h, t, dh).transpose(1, 2).reshape(
+                b // group, h, group * t, dh)  # (B/G, H, G*T, D/H)
         p = self.attn_dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p,
-                                             is_causal=causal)  # (B, H, T, D/H)
-        b, h, t, dh = out.shape
+                                             is_causal=causal)  # (B/G, H, G*T, D/H)
+        if group > 1:
+            out = out.view(b // group, h, group, t, dh).transpose(1, 2).reshape(b, h, t, dh)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * dh))  # (B, T, D)
 
     def forward(
@@ -159,8 +167,9 @@ class DecoderLayer(nn.Module):
         return self.ffn_res(x, self.ffn)
 
     def step(self, x: Tensor, cache: KeyValue | None, memory_kv: KeyValue,
-             src_mask: Tensor) -> tuple[Tensor, KeyValue]:
-        # One new position: x (B, 1, D); cache holds keys/values of the earlier positions.
+             src_mask: Tensor, group: int = 1) -> tuple[Tensor, KeyValue]:
+        # One new position: x (B, 1, D); cache holds keys/values of the earlier positions;
+        # memory_kv and src_mask have one row per `group` rows of x.
         def self_attend(h: Tensor) -> Tensor:
             nonlocal cache
             new = self.self_attn.project_kv(h)  # (B, H, 1, D/H)
@@ -171,7 +180,8 @@ class DecoderLayer(nn.Module):
             return self.self_attn.attend(h, cache)  # the new query sees every cached position
 
         x = self.self_attn_res(x, self_attend)
-        x = self.cross_attn_res(x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask))
+        x = self.cross_attn_res(
+            x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask, group=group))
         return self.ffn_res(x, self.ffn), cache
 
 
@@ -191,21 +201,26 @@ class Encoder(nn.Module):
 
 @dataclass
 class DecoderState:
-    """Everything incremental decoding carries between steps, for a batch of B rows."""
+    """Everything incremental decoding carries between steps, for B decoder rows that share
+    B / group encoder rows (beam search: the `group` beams of each sentence)."""
 
     memory_kv: list[KeyValue]  # per layer: encoder-decoder keys/values, precomputed once
-    src_mask: Tensor  # (B, 1, 1, S) True where the source token is real
+    src_mask: Tensor  # (B / group, 1, 1, S) True where the source token is real
     self_kv: list[KeyValue | None]  # per layer: self-attention keys/values of past positions
     length: int = 0  # number of target positions decoded so far
+    group: int = 1  # decoder rows per encoder row
 
-    def select(self, index: Tensor) -> DecoderState:
-        """Keep, reorder or repeat batch rows (beam reordering, dropping finished rows)."""
-        pick = lambda kv: KeyValue(kv.k.index_select(0, index), kv.v.index_select(0, index))  # noqa: E731
+    def select(self, index: Tensor, memory_index: Tensor | None = None) -> DecoderState:
+        """Keep, reorder or repeat decoder rows `index` (beam reordering, dropping finished
+        rows) and encoder rows `memory_index` (default: `index`, for a group of 1)."""
+        memory_index = index if memory_index is None else memory_index
+        pick = lambda kv, i: KeyValue(kv.k.index_select(0, i), kv.v.index_select(0, i))  # noqa: E731
         return DecoderState(
-            memory_kv=[pick(kv) for kv in self.memory_kv],
-            src_mask=self.src_mask.index_select(0, index),
-            self_kv=[None if kv is None else pick(kv) for kv in self.self_kv],
+            memory_kv=[pick(kv, memory_index) for kv in self.memory_kv],
+            src_mask=self.src_mask.index_select(0, memory_index),
+            self_kv=[None if kv is None else pick(kv, index) for kv in self.self_kv],
             length=self.length,
+            group=self.group,
         )
 
 
@@ -229,7 +244,7 @@ class Decoder(nn.Module):
         x = self.embed(tokens, offset=state.length)  # (B, 1, D)
         for i, layer in enumerate(self.layers):
             x, state.self_kv[i] = layer.step(x, state.self_kv[i], state.memory_kv[i],
-                                             state.src_mask)
+                                             state.src_mask, state.group)
         state.length += 1
         return self.final_norm(x) if self.final_norm is not None else x  # (B, 1, D)
 
@@ -283,12 +298,14 @@ class Transformer(nn.Module):
         memory, src_mask = self.encode(src)
         return self.decode(tgt_in, memory, src_mask)  # (B, T, V)
 
-    def start_state(self, memory: Tensor, src_mask: Tensor) -> DecoderState:
-        """State for incremental decoding; encoder-decoder keys/values are computed here once."""
+    def start_state(self, memory: Tensor, src_mask: Tensor, group: int = 1) -> DecoderState:
+        """State for incremental decoding of `group` rows per source row (beam search: the
+        beams); encoder-decoder keys/values are computed here once per source row."""
         return DecoderState(
             memory_kv=self.decoder.memory_kv(memory),
             src_mask=src_mask,
             self_kv=[None] * len(self.decoder.layers),
+            group=group,
         )
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:

@@ -99,9 +99,10 @@ class EnsembleState:
 
     states: list[DecoderState]
 
-    def select(self, index: Tensor) -> EnsembleState:
-        """Keep, reorder or repeat rows (drops finished sentences)."""
-        return EnsembleState([s.select(index) for s in self.states])
+    def select(self, index: Tensor, memory_index: Tensor | None = None) -> EnsembleState:
+        """Keep, reorder or repeat decoder rows `index` and encoder rows `memory_index`
+        (drops finished sentences; see `DecoderState.select`)."""
+        return EnsembleState([s.select(index, memory_index) for s in self.states])
 
     def reorder_beams(self, index: Tensor) -> EnsembleState:
         """Like `select` for an `index` that only moves rows among the beams of each sentence:
@@ -114,7 +115,7 @@ def _reorder_self_kv(state: DecoderState, index: Tensor) -> DecoderState:
     pick = lambda kv: KeyValue(kv.k.index_select(0, index), kv.v.index_select(0, index))  # noqa: E731
     return DecoderState(memory_kv=state.memory_kv, src_mask=state.src_mask,
                         self_kv=[None if kv is None else pick(kv) for kv in state.self_kv],
-                        length=state.length)
+                        length=state.length, group=state.group)
 
 
 class Ensemble:
@@ -134,9 +135,9 @@ class Ensemble:
         self.config = first
         self.max_positions = min(m.config.max_positions for m in models)  # longest sequence
 
-    def start(self, src: Tensor) -> EnsembleState:
-        """Encode `src` (B, S) with every model."""
-        return EnsembleState([m.start_state(*m.encode(src)) for m in self.models])
+    def start(self, src: Tensor, group: int = 1) -> EnsembleState:
+        """Encode `src` (B, S) with every model, for `group` decoder rows per source row."""
+        return EnsembleState([m.start_state(*m.encode(src), group=group) for m in self.models])
 
     def step(self, tokens: Tensor, state: EnsembleState) -> Tensor:
         """Feed tokens (B,); returns float32 log-probabilities (B, V), PAD and BOS at -inf."""
@@ -325,7 +326,7 @@ def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, 
     pen = _penalty_table(steps, alpha, lenpen_style, device)  # (steps + 2,)
     scores = torch.full((batch, k), NEG_INF, device=device)
     scores[:, 0] = 0.0  # all beams start as the same empty prefix: keep one of them
-    start = ens.start(src).select(torch.arange(batch, device=device).repeat_interleave(k))
+    start = ens.start(src, group=k)  # the K beams of a sentence share its encoder states
     beams = _Beams(sent=torch.arange(batch, device=device), scores=scores,
                    tokens=torch.empty((batch * k, 0), dtype=torch.long, device=device),
                    token_lp=torch.empty((batch * k, 0), device=device),
@@ -370,7 +371,7 @@ def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, 
             flat = rows[live].view(-1)
             new_scores, new_tok, new_tok_lp = new_scores[live], new_tok[live], new_tok_lp[live]
             beams.sent, beams.best_done = beams.sent[live], beams.best_done[live]
-            beams.state = beams.state.select(flat)
+            beams.state = beams.state.select(flat, live)
         else:
             beams.state = beams.state.reorder_beams(flat)
         beams.tokens = torch.cat([beams.tokens[flat], new_tok.view(-1, 1)], 1)

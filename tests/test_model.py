@@ -134,6 +134,33 @@ def test_state_select_reorders_rows(tiny_model, tiny_config):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_grouped_rows_share_encoder_states_exactly(tiny_model, tiny_config):
+    """Beam search's layout: G decoder rows per source row, the encoder keys/values stored
+    once per source row, equals repeating the source G times."""
+    src, _ = _batch(tiny_config, b=3, s=6, t=4)
+    group = 4
+    g = torch.Generator().manual_seed(3)
+    tgt = torch.randint(4, tiny_config.vocab_size, (3 * group, 5), generator=g)  # (B*G, T)
+    rows = torch.arange(3).repeat_interleave(group)
+    with torch.no_grad():
+        grouped = tiny_model.start_state(*tiny_model.encode(src), group=group)
+        repeated = tiny_model.start_state(*tiny_model.encode(src[rows]))
+        for t in range(3):
+            a = tiny_model.decode_step(tgt[:, t], grouped)
+            b = tiny_model.decode_step(tgt[:, t], repeated)
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        # drop source row 1 and reorder the beams of the others, as beam search does
+        keep = torch.tensor([0, 2])
+        order = torch.tensor([1, 1, 0, 3, 8, 9, 11, 11])
+        picked = grouped.select(order, keep)
+        a = tiny_model.decode_step(tgt[order, 3], picked)
+        b = tiny_model.decode_step(tgt[order, 3], repeated.select(order))
+        want = tiny_model(src[rows][order], tgt[order, :4])[:, 3]  # full recomputation
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a, want, atol=1e-5, rtol=0)
+    assert picked.memory_kv[0].k.size(0) == 2 and picked.self_kv[0].k.size(0) == 8
+
+
 def test_dropout_only_in_training(tiny_config):
     import dataclasses
     model = Transformer(dataclasses.replace(tiny_config, dropout=0.5))
