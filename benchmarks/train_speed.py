@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -30,11 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from rich.console import Console
-from rich.table import Table
+# As the nmt CLI does: idle OpenMP threads sleep (shared machines). Set before torch starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 MULTI30K = Path("/work/shared/data/multi30k")
 TINY_RUN = Path("/tmp/runs/tiny/checkpoints")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 import time
@@ -26,9 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from rich.console import Console
-from rich.table import Table
+# As the nmt CLI does: idle OpenMP threads sleep, so that the engines timed in this one process
+# (torch, CTranslate2) do not spin on each other's cores. Set before torch starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 SHARED = Path("/work/shared/data")
 MULTI30K = SHARED / "multi30k" / "test_2016_flickr.en"
