@@ -8,14 +8,16 @@ vocabulary (as `F.cross_entropy(label_smoothing=eps)`), so per token
 
 `smoothed_loss` computes the loss and the plain NLL (for perplexity) in one autograd node whose
 backward is that closed form, written into the saved log-probabilities in place: one (N, V)
-buffer and two passes over it, where composing log_softmax, gather and mean under autograd
-keeps several (N, V) gradients alive and makes four or five passes.
+buffer reused for the gradient, where composing log_softmax, gather and mean under autograd
+allocates several (N, V) gradients and sums them. The node can be differentiated once (no
+`create_graph`, no second backward through the same graph).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 class _SmoothedNLL(torch.autograd.Function):
@@ -27,14 +29,16 @@ class _SmoothedNLL(torch.autograd.Function):
         lprobs = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
         nll = -lprobs.gather(1, target.unsqueeze(1)).squeeze(1)  # (N,)
         uniform = -lprobs.mean(-1)  # (N,)
-        loss = (((1.0 - eps) * nll + eps * uniform) * weight).sum()
+        pad = weight == 0  # masked, not multiplied: padding rows count 0 even if not finite
+        loss = ((1.0 - eps) * nll + eps * uniform).masked_fill(pad, 0.0).mul(weight).sum()
         ctx.save_for_backward(lprobs, target, weight)
         ctx.eps, ctx.dtype = eps, logits.dtype
-        nll_sum = (nll * weight).sum()
+        nll_sum = nll.masked_fill(pad, 0.0).mul(weight).sum()
         ctx.mark_non_differentiable(nll_sum)
         return loss, nll_sum
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor
                  ) -> tuple[Tensor, None, None, None]:
         lprobs, target, weight = ctx.saved_tensors

@@ -87,9 +87,10 @@ class MultiHeadAttention(nn.Module):
         self, x: Tensor, kv: KeyValue, mask: Tensor | None = None, causal: bool = False,
         group: int = 1,
     ) -> Tensor:
-        # x: (B, T, D) queries; kv: (B / group, H, L, D/H); mask: (B / group, 1, 1 or T, L)
-        # bool, True = attend. With group G, each G consecutive query rows share one key/value
-        # row (the beams of a sentence and its encoder states): they attend as G*T positions.
+        # x: (B, T, D) queries; kv: (B, H, L, D/H); mask: (B, 1, 1 or T, L) bool, True = attend.
+        # With group G > 1 (incremental decoding, T = 1: the beams of a sentence) each G
+        # consecutive query rows share one key/value row: kv (B/G, H, L, D/H), mask
+        # (B/G, 1, 1, L), and the G queries attend as G positions of that row.
         q = self.split_heads(self.q_proj(x))  # (B, H, T, D/H)
         b, h, t, dh = q.shape
         if group > 1:
@@ -213,7 +214,10 @@ class DecoderState:
     def select(self, index: Tensor, memory_index: Tensor | None = None) -> DecoderState:
         """Keep, reorder or repeat decoder rows `index` (beam reordering, dropping finished
         rows) and encoder rows `memory_index` (default: `index`, for a group of 1)."""
-        memory_index = index if memory_index is None else memory_index
+        if memory_index is None:
+            if self.group != 1:
+                raise ValueError("a grouped decoder state needs the encoder rows to keep")
+            memory_index = index
         pick = lambda kv, i: KeyValue(kv.k.index_select(0, i), kv.v.index_select(0, i))  # noqa: E731
         return DecoderState(
             memory_kv=[pick(kv, memory_index) for kv in self.memory_kv],

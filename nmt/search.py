@@ -305,14 +305,17 @@ def beam_search(model: Transformer | Ensemble, src: Tensor, max_len: Tensor, *, 
     hypotheses; the best K that do not end form the next beams.
 
     `stopping="finished"` (fairseq, CTranslate2 and HF `early_stopping=True`): only ending
-    candidates ranked among the best K of the 2K count, and a sentence stops once K hypotheses
-    have finished. `stopping="exact"`: every ending candidate counts, and a sentence stops when
-    it has K finished hypotheses and no live beam can beat the worst of them: log-probabilities
-    are <= 0, so a beam with cumulative log-probability s can only end with a total s' <= s at
-    some length n in [t + 2, max_len], scoring s' / lp(n) <= s / lp(n)
-    <= s / max(lp(t + 2), lp(max_len)) (lp is monotone in n for both styles and any alpha).
+    candidates ranked among the best K of the 2K count, a sentence stops once K hypotheses
+    have finished, and the best K of them are kept (as HF; fairseq keeps the first K to
+    finish, which can differ only for `nbest` > 1). `stopping="exact"`: every ending candidate
+    counts, and a sentence stops when it has K finished hypotheses and no live beam can beat
+    the worst of them: log-probabilities are <= 0, so a beam with cumulative log-probability s
+    can only end with a total s' <= s at some length n in [t + 2, max_len], scoring
+    s' / lp(n) <= s / lp(n) <= s / max(lp(t + 2), lp(max_len)) (lp is monotone in n for both
+    styles and any alpha).
     With a positive alpha that bound is loose, so "exact" decodes many more steps.
-    `early_stop=False` searches to `max_len` instead (for tests: "exact" must not change).
+    With "exact", `early_stop=False` searches to `max_len` instead (for tests: the result must
+    not change); "finished" ignores it.
     """
     if stopping not in STOPPING:
         raise ConfigError(f"unknown stopping rule {stopping!r}")

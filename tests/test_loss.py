@@ -70,3 +70,15 @@ def test_bf16_logits_get_bf16_gradients_computed_in_float32():
     ref_logits = logits.detach().float().requires_grad_()
     _reference(ref_logits, target, 0.1, 0)[0].backward()
     torch.testing.assert_close(logits.grad.float(), ref_logits.grad, rtol=1e-2, atol=1e-3)
+
+
+def test_non_finite_logits_at_padding_do_not_reach_the_loss():
+    """Validation passes padded (B, T, V) logits; an fp16 overflow there must not count."""
+    logits, target = _batch(4)
+    with torch.no_grad():
+        logits[2, 3] = float("inf")  # a padding position (target[2, 1:] is padding)
+    loss, nll = smoothed_loss(logits, target, eps=0.1, pad_id=0)
+    assert torch.isfinite(loss) and torch.isfinite(nll)
+    real = target != 0
+    ref_loss, ref_nll = smoothed_loss(logits[real], target[real], eps=0.1, pad_id=0)
+    torch.testing.assert_close((loss, nll), (ref_loss, ref_nll))

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -187,9 +188,10 @@ def test_early_stopping_never_changes_the_result(monkeypatch):
 
 
 def _reference_beam(models, src_row, max_len, beam, alpha, style):
-    """The fairseq rule, one sentence, plain Python, full recomputation at every step: rank
-    the 2K one-token extensions of the live beams; those among the best K that end (EOS or
-    max_len) finish; the best K that do not end live on; stop once K have finished."""
+    """The fairseq/CTranslate2 rule, one sentence, plain Python, full recomputation at every
+    step: rank the 2K one-token extensions of the live beams; those among the best K that end
+    (EOS or max_len) finish; the best K that do not end live on; stop once K have finished and
+    keep the best K (HF's choice; fairseq keeps the first K, equal here for the top one)."""
     cfg = models[0].config
     done, live = [], [((), 0.0)]
     for t in range(max_len):
@@ -215,19 +217,21 @@ def _reference_beam(models, src_row, max_len, beam, alpha, style):
 @pytest.mark.parametrize("alpha,style", [(0.6, "gnmt"), (1.0, "fairseq"), (0.0, "gnmt")])
 def test_finished_stopping_equals_the_fairseq_rule(alpha, style):
     """The default stopping rule is fairseq's and CTranslate2's: a sentence ends once K
-    hypotheses finished, counting only ending candidates ranked among the best K."""
+    hypotheses finished, counting only ending candidates ranked among the best K, and an
+    ending candidate is never continued (EOS-heavy models make all of this happen)."""
     limits = torch.tensor([12, 9, 15, 6, 11])
     exact_differs = 0
-    for seed in range(3):
-        model = _micro(seed, sharpen=1.0, eos_bias=3.0)
+    for beam, eos_bias, seed in itertools.product((3, 4), (1.0, 3.0, 6.0), range(4)):
+        model = _micro(seed, sharpen=1.0, eos_bias=eos_bias)
         src = _sources(model.config, [9, 4, 7, 2, 6], seed=seed)
-        got = beam_search(model, src, limits, beam=3, nbest=3, alpha=alpha, lenpen_style=style)
-        exact = beam_search(model, src, limits, beam=3, nbest=3, alpha=alpha,
-                            lenpen_style=style, stopping="exact")
+        kw = dict(beam=beam, nbest=beam, alpha=alpha, lenpen_style=style)
+        got = beam_search(model, src, limits, **kw)
+        exact = beam_search(model, src, limits, stopping="exact", **kw)
         for row in range(len(limits)):
-            ref = _reference_beam([model], _unpadded(src, row, 0), int(limits[row]), 3, alpha,
-                                  style)
-            assert [h.tokens for h in got[row]] == [toks for toks, _ in ref], (seed, row)
+            ref = _reference_beam([model], _unpadded(src, row, 0), int(limits[row]), beam,
+                                  alpha, style)
+            where = (beam, eos_bias, seed, row)
+            assert [h.tokens for h in got[row]] == [toks for toks, _ in ref], where
             assert [h.score for h in got[row]] == pytest.approx([s for _, s in ref], abs=1e-5)
             exact_differs += [h.tokens for h in got[row]] != [h.tokens for h in exact[row]]
     assert exact_differs > 0  # the two rules are really different searches
