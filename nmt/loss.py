@@ -21,7 +21,8 @@ from torch.autograd.function import once_differentiable
 
 
 class _SmoothedNLL(torch.autograd.Function):
-    """(logits (N, V), target (N,), weight (N,), eps) -> summed weighted loss and NLL."""
+    """(logits (N, V), target (N,), weight (N,) 1.0 real / 0.0 padding, eps) -> summed loss
+    and NLL over the real rows."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, weight: Tensor, eps: float
@@ -30,10 +31,10 @@ class _SmoothedNLL(torch.autograd.Function):
         nll = -lprobs.gather(1, target.unsqueeze(1)).squeeze(1)  # (N,)
         uniform = -lprobs.mean(-1)  # (N,)
         pad = weight == 0  # masked, not multiplied: padding rows count 0 even if not finite
-        loss = ((1.0 - eps) * nll + eps * uniform).masked_fill(pad, 0.0).mul(weight).sum()
+        loss = ((1.0 - eps) * nll + eps * uniform).masked_fill(pad, 0.0).sum()
         ctx.save_for_backward(lprobs, target, weight)
         ctx.eps, ctx.dtype = eps, logits.dtype
-        nll_sum = nll.masked_fill(pad, 0.0).mul(weight).sum()
+        nll_sum = nll.masked_fill(pad, 0.0).sum()
         ctx.mark_non_differentiable(nll_sum)
         return loss, nll_sum
 

@@ -227,6 +227,14 @@ class DecoderState:
             group=self.group,
         )
 
+    def reorder(self, index: Tensor) -> DecoderState:
+        """Like `select` for an `index` that only moves decoder rows among the rows of the same
+        encoder row (beam reordering): the encoder keys/values stay as they are."""
+        pick = lambda kv: KeyValue(kv.k.index_select(0, index), kv.v.index_select(0, index))  # noqa: E731
+        return DecoderState(memory_kv=self.memory_kv, src_mask=self.src_mask,
+                            self_kv=[None if kv is None else pick(kv) for kv in self.self_kv],
+                            length=self.length, group=self.group)
+
 
 class Decoder(nn.Module):
     def __init__(self, config: ModelConfig, tokens: nn.Embedding) -> None:

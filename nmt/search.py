@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from nmt.errors import ConfigError
-from nmt.model import DecoderState, KeyValue, Transformer
+from nmt.model import DecoderState, Transformer
 
 PENALTY_STYLES = ("gnmt", "fairseq")
 STOPPING = ("finished", "exact")
@@ -105,17 +105,8 @@ class EnsembleState:
         return EnsembleState([s.select(index, memory_index) for s in self.states])
 
     def reorder_beams(self, index: Tensor) -> EnsembleState:
-        """Like `select` for an `index` that only moves rows among the beams of each sentence:
-        the encoder keys/values are the same for all beams of a sentence, so only the
-        self-attention caches are gathered."""
-        return EnsembleState([_reorder_self_kv(s, index) for s in self.states])
-
-
-def _reorder_self_kv(state: DecoderState, index: Tensor) -> DecoderState:
-    pick = lambda kv: KeyValue(kv.k.index_select(0, index), kv.v.index_select(0, index))  # noqa: E731
-    return DecoderState(memory_kv=state.memory_kv, src_mask=state.src_mask,
-                        self_kv=[None if kv is None else pick(kv) for kv in state.self_kv],
-                        length=state.length, group=state.group)
+        """Move rows among the beams of each sentence (see `DecoderState.reorder`)."""
+        return EnsembleState([s.reorder(index) for s in self.states])
 
 
 class Ensemble:
