@@ -109,11 +109,31 @@ def resolve_inputs(paths: list[Path], *, last: int | None) -> list[Path]:
     if not found:
         raise CheckpointError("no checkpoints (checkpoints/step-*) in this run directory",
                               where=str(run_dir))
+    found = evenly_spaced(found, _save_every(run_dir))
     if len(found) < last:
-        raise CheckpointError(
-            f"--last {last} asks for more checkpoints than the {len(found)} that exist "
-            f"({', '.join(p.name for _, p in found)})", where=str(run_dir))
+        log.warning("%s: --last %d asks for more checkpoints than the %d that exist (%s); "
+                    "averaging those", run_dir, last, len(found),
+                    ", ".join(p.name for _, p in found))
     return [check_checkpoint_dir(p) for _, p in found[-last:]]
+
+
+def evenly_spaced(found: list[tuple[int, Path]], every: int | None) -> list[tuple[int, Path]]:
+    """The step checkpoints written every `every` updates, without the epoch-end and final ones
+    that fall between them, so the last N are evenly spaced (as the paper's 5/20 average).
+    With no interval known, or none on the grid, all of them."""
+    if not every:
+        return found
+    on_grid = [(step, path) for step, path in found if step % every == 0]
+    return on_grid or found
+
+
+def _save_every(run_dir: Path) -> int | None:
+    """The run's checkpoint interval, from its training config (None if unknown)."""
+    from nmt.train import read_run_config
+
+    values = read_run_config(run_dir if run_dir.name != "checkpoints" else run_dir.parent)
+    every = (values or {}).get("save_every")
+    return every if isinstance(every, int) and not isinstance(every, bool) and every > 0 else None
 
 
 def _run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

@@ -1,58 +1,132 @@
 """The `nmt` command line: a thin Typer layer over the stage modules.
 
-Each command parses its options and calls one function of the stage module named after it.
-Rich output, exit codes and the one-line rendering of errors live here and nowhere else.
+Each command parses its options (grouped into help panels; choices are enums so `--help` lists
+them) and calls one function of the stage module named after it. What is shown to the user lives
+in `nmt.display`; errors become one line and exit code 2 in `guarded`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
-from rich.table import Table
 
-from nmt import __version__
+from nmt import __version__, display
 from nmt.errors import NmtError
 
 app = typer.Typer(
     name="nmt",
-    help="Neural machine translation with the Transformer: prepare, train, average, "
-         "translate, score.",
+    help="Neural machine translation with the Transformer of 'Attention Is All You Need': "
+         "prepare, train, average, translate, score, export, info.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode="rich",
 )
-console = Console(stderr=True)
-out = Console()
 T = TypeVar("T")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
+# --- choices ---------------------------------------------------------------------------------
+class Preset(StrEnum):
+    base = "base"
+    big = "big"
+    small = "small"
+    tiny = "tiny"
+
+
+class TrainDevice(StrEnum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class LrSchedule(StrEnum):
+    noam = "noam"
+    inverse_sqrt = "inverse_sqrt"
+
+
+class Stopping(StrEnum):
+    finished = "finished"
+    exact = "exact"
+
+
+class LenpenStyle(StrEnum):
+    gnmt = "gnmt"
+    fairseq = "fairseq"
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    jsonl = "jsonl"
+
+
+class Engine(StrEnum):
+    torch = "torch"
+    ctranslate2 = "ctranslate2"
+
+
+class ExportTarget(StrEnum):
+    hf = "hf"
+    ctranslate2 = "ctranslate2"
+
+
+class Quantization(StrEnum):
+    int8 = "int8"
+    int8_float32 = "int8_float32"
+    int8_float16 = "int8_float16"
+    int8_bfloat16 = "int8_bfloat16"
+    int16 = "int16"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
+class BadUtf8(StrEnum):
+    error = "error"
+    skip = "skip"
+    replace = "replace"
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+# Help panels of `nmt train` (and the commands that share their kinds of options).
+DATA, MODEL, OPTIM, SCHEDULE, CHECKPOINTS, HARDWARE, LOGGING = (
+    "Data", "Model", "Optimisation", "Schedule", "Checkpoints", "Hardware", "Logging")
+SEARCH, IO = "Search", "Input and output"
 
 
 def guarded(fn: Callable[..., T], *args, **kwargs) -> T:
-    """Run a stage function; a user-facing error becomes one line and its exit code."""
+    """Run a stage function; a user-facing error becomes one line and its exit code.
+
+    Operating-system errors that a stage did not turn into its own error (a full disk, a
+    read-only file system, a bad path) become one line naming the file, exit 2.
+    """
+    from nmt.files import os_failure
+
     try:
         return fn(*args, **kwargs)
     except NmtError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        display.error(str(exc))
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:
+        failure = os_failure(exc)
+        display.error(str(failure))
+        raise typer.Exit(failure.exit_code) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
+        display.console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
 
 
@@ -68,90 +142,17 @@ def main(
                                           help="Print the version and exit.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    _setup_logging(verbose)
+    display.setup_logging(verbose)
     # OpenMP threads that spin while waiting make torch 40x slower on a CPU shared with other
     # work; passive waiting costs little on an idle machine. Set before torch is first imported;
     # an explicit OMP_WAIT_POLICY wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _not_yet(command: str) -> None:
-    console.print(f"[yellow]nmt {command}: not implemented yet[/]")
-    raise typer.Exit(1)
-
-
 # --- prepare ---------------------------------------------------------------------------------
-class _PrepareProgress:
-    """`nmt prepare`'s stage progress as Rich progress bars on stderr."""
-
-    def __init__(self) -> None:
-        self._progress = None
-        self._task = None
-
-    def start(self, description: str, total: int | None) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.stop()
-        self._progress = Progress(
-            TextColumn("{task.description:<16}"), BarColumn(),
-            TextColumn("{task.completed:>12,.0f}"), TimeElapsedColumn(), console=console)
-        self._progress.start()
-        self._task = self._progress.add_task(description, total=total)
-
-    def advance(self, n: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, n)
-
-    def stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-
-
-def _corpora_table(specs) -> None:
-    table = Table(title="nmt prepare: named corpora")
-    table.add_column("corpus", no_wrap=True)
-    table.add_column("train pairs", justify="right", no_wrap=True)
-    table.add_column("valid / test (pairs)")
-    table.add_column("source (Hugging Face)")
-    table.add_column("vocab", justify="right", no_wrap=True)
-    for s in specs:
-        table.add_row(s.name, f"{s.sizes[0]:,}",
-                      f"{s.eval_sets[0]} ({s.sizes[1]:,}) / {s.eval_sets[1]} ({s.sizes[2]:,})",
-                      s.source.removeprefix("hf:"), f"{s.vocab_size:,}")
-    out.print(table)
-    out.print("No download: nmt prepare sample-en-de (8,000/500/500 English-German pairs that "
-              "nmt generates itself, for the quickstart)", highlight=False, soft_wrap=True)
-    out.print("Your own data: nmt prepare local --src en --tgt de --train PREFIX --valid PREFIX "
-              "[--test PREFIX] (PREFIX.en/PREFIX.de text, or parquet/json files, or --dataset DIR)",
-              highlight=False, markup=False, soft_wrap=True)
-
-
-def _prepare_summary(summary) -> None:
-    m = summary.manifest
-    table = Table(title=f"nmt prepare: {m['corpus']} {m['src_lang']}→{m['tgt_lang']}")
-    for column in ("split", "pairs", f"{m['src_lang']} tokens", f"{m['tgt_lang']} tokens",
-                   "removed"):
-        table.add_column(column, justify="left" if column in ("split", "removed") else "right")
-    for name, split in m["splits"].items():
-        removed = ", ".join(f"{k.replace('_', ' ')} {v:,}"
-                            for k, v in split.get("filtered", {}).items() if v) or "-"
-        table.add_row(name, f"{split['pairs']:,}", f"{split['src_tokens']:,}",
-                      f"{split['tgt_tokens']:,}", removed)
-    out.print(table)
-    stages = Table(title="stages")
-    for column in ("stage", "status", "seconds", "pairs/s"):
-        stages.add_column(column, justify="left" if column in ("stage", "status") else "right")
-    for r in summary.stages:
-        rate = r.pairs_per_second
-        stages.add_row(r.name, "ran" if r.ran else "up to date, skipped",
-                       f"{r.seconds:.1f}" if r.ran else "-", f"{rate:,.0f}" if rate else "-")
-    out.print(stages)
-    out.print(f"{summary.out}: {m['spm']['vocab_size']:,} SentencePiece pieces, {m['dtype']} "
-              f"ids, content {m['content_hash'][:16]}", highlight=False, soft_wrap=True)
-
-
-@app.command()
+@app.command(epilog="Examples: [bold]nmt prepare wmt14-en-de[/]  ·  [bold]nmt prepare local "
+                    "--src en --tgt de --train corpus/train --valid corpus/dev[/]  ·  "
+                    "[bold]nmt prepare --list[/]")
 def prepare(
     corpus: Annotated[str | None, typer.Argument(
         help="A named corpus (see --list), or `local` for your own files.",
@@ -159,58 +160,65 @@ def prepare(
     list_corpora: Annotated[bool, typer.Option(
         "--list", help="List the named corpora with their sizes and sources, and exit.")] = False,
     out_dir: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Output directory. Default: data/<corpus>.", show_default=False)
-    ] = None,
+        "--out", "-o", help="Output directory. Default: data/<corpus>.", show_default=False,
+        rich_help_panel=IO)] = None,
     src: Annotated[str | None, typer.Option(
         "--src", help="local: source language code, the suffix of its files (en).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=DATA)] = None,
     tgt: Annotated[str | None, typer.Option(
-        "--tgt", help="local: target language code (de).", show_default=False)] = None,
+        "--tgt", help="local: target language code (de).", show_default=False,
+        rich_help_panel=DATA)] = None,
     train_data: Annotated[Path | None, typer.Option(
         "--train", help="local: training data: a text PREFIX (reads PREFIX.SRC and PREFIX.TGT, "
                         "one sentence a line, optionally .gz), or a parquet/json/jsonl/csv/arrow "
                         "file with a `translation` column {SRC: ..., TGT: ...}.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=DATA)] = None,
     valid_data: Annotated[Path | None, typer.Option(
         "--valid", help="local: validation PREFIX or data file (never filtered).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=DATA)] = None,
     test_data: Annotated[Path | None, typer.Option(
         "--test", help="local: test PREFIX or data file (optional; raw text kept for scoring).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=DATA)] = None,
     dataset: Annotated[Path | None, typer.Option(
         "--dataset", help="local: instead of --train/--valid/--test, a directory that Hugging "
                           "Face `datasets` loads, with train, validation and test splits.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=DATA)] = None,
     name: Annotated[str | None, typer.Option(
         "--name", help="local: corpus name. Default: the data's directory name.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=DATA)] = None,
     vocab_size: Annotated[int | None, typer.Option(
-        "--vocab-size", help="Joint SentencePiece BPE vocabulary. Default: 32000 for WMT, 8000 "
-                             "for Multi30k, IWSLT and local corpora under 1M pairs.",
-        show_default=False)] = None,
-    max_len: Annotated[int, typer.Option(
-        "--max-len", help="Drop training pairs with a side longer than this many subwords.")
-    ] = 250,
-    max_ratio: Annotated[float, typer.Option(
-        "--max-ratio", help="Drop training pairs whose subword length ratio exceeds this "
-                            "(Moses clean-corpus).")] = 1.5,
-    dedup: Annotated[bool, typer.Option(
-        "--dedup", help="Drop exact duplicate training pairs.")] = False,
+        "--vocab-size", help="Joint SentencePiece BPE vocabulary. Default: 37000 for WMT14 "
+                             "en-de (the paper's), 32000 for other WMT, 8000 for Multi30k, "
+                             "IWSLT and local corpora under 1M pairs.",
+        show_default=False, rich_help_panel=MODEL)] = None,
     spm_sample: Annotated[int, typer.Option(
         "--spm-sample", help="Train SentencePiece on at most this many sentences (a random "
-                             "sample of both sides).")] = 10_000_000,
-    workers: Annotated[int, typer.Option(
-        "--workers", "-j", help="Encoding processes. Default (0): all cores.")] = 0,
-    on_bad_utf8: Annotated[str, typer.Option(
+                             "sample of both sides).", rich_help_panel=MODEL)] = 10_000_000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the SentencePiece sample.",
+                                      rich_help_panel=MODEL)] = 1,
+    max_len: Annotated[int, typer.Option(
+        "--max-len", help="Drop training pairs with a side longer than this many subwords.",
+        rich_help_panel="Cleaning")] = 250,
+    max_ratio: Annotated[float, typer.Option(
+        "--max-ratio", help="Drop training pairs whose subword length ratio exceeds this "
+                            "(Moses clean-corpus).", rich_help_panel="Cleaning")] = 1.5,
+    dedup: Annotated[bool, typer.Option(
+        "--dedup", help="Drop exact duplicate training pairs.",
+        rich_help_panel="Cleaning")] = False,
+    on_bad_utf8: Annotated[BadUtf8, typer.Option(
         "--on-bad-utf8", help="An undecodable line: `error` (stop, naming file and line), "
-                              "`skip` (drop the training pair) or `replace` the bad bytes.")
-    ] = "error",
+                              "`skip` (drop the training pair) or `replace` the bad bytes.",
+        rich_help_panel="Cleaning")] = BadUtf8.error,
+    workers: Annotated[int, typer.Option(
+        "--workers", "-j", help="Encoding processes. Default (0): all cores.",
+        rich_help_panel=HARDWARE)] = 0,
     force: Annotated[bool, typer.Option(
-        "--force", help="Redo every stage, even those whose outputs are up to date.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the SentencePiece sample.")] = 1,
+        "--force", help="Redo every stage, even those whose outputs are up to date.",
+        rich_help_panel=IO)] = False,
     cache_dir: Annotated[Path | None, typer.Option(
         "--cache-dir", help="Hugging Face `datasets` cache. Default: its own "
-                            "(~/.cache/huggingface).", show_default=False)] = None,
+                            "(~/.cache/huggingface).", show_default=False, rich_help_panel=IO)
+    ] = None,
 ) -> None:
     """Get a parallel corpus ready for `nmt train`: clean, joint SentencePiece, binarize.
 
@@ -220,253 +228,190 @@ def prepare(
     from nmt import prepare as prepare_stage
 
     if list_corpora:
-        _corpora_table(prepare_stage.list_corpora())
+        display.corpora_table(prepare_stage.list_corpora())
         return
     if corpus is None:
-        console.print("[bold red]error:[/] name a corpus (see `nmt prepare --list`) or `local`",
-                      highlight=False)
+        display.error("name a corpus (see `nmt prepare --list`) or `local`")
         raise typer.Exit(2)
-    config = prepare_stage.PrepareConfig(
-        corpus=corpus, out=out_dir, src_lang=src, tgt_lang=tgt, train=train_data,
-        valid=valid_data, test=test_data, dataset=dataset, name=name, vocab_size=vocab_size,
-        max_len=max_len, max_ratio=max_ratio, dedup=dedup, spm_sample=spm_sample,
-        workers=workers, on_bad_utf8=on_bad_utf8, force=force, seed=seed, cache_dir=cache_dir)
-    progress = _PrepareProgress()
+    config = guarded(
+        prepare_stage.PrepareConfig, corpus=corpus, out=out_dir, src_lang=src, tgt_lang=tgt,
+        train=train_data, valid=valid_data, test=test_data, dataset=dataset, name=name,
+        vocab_size=vocab_size, max_len=max_len, max_ratio=max_ratio, dedup=dedup,
+        spm_sample=spm_sample, workers=workers, on_bad_utf8=on_bad_utf8.value, force=force,
+        seed=seed, cache_dir=cache_dir)
+    progress = display.PrepareProgress()
     try:
         summary = guarded(prepare_stage.run, config, progress)
     finally:
         progress.stop()
-    _prepare_summary(summary)
+    display.prepare_summary(summary)
 
 
 # --- train -----------------------------------------------------------------------------------
-class _TrainDisplay:
-    """The live panel: rebuilt from the latest numbers whenever Rich refreshes."""
-
-    def __init__(self) -> None:
-        self.stats: dict = {}
-
-    def __rich__(self):
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.text import Text
-
-        s = self.stats
-        if not s:
-            return Text("starting...")
-        eta = s.get("eta_s")
-        eta_text = "-" if eta is None else (f"{eta / 3600:.1f} h" if eta >= 5400
-                                            else f"{eta / 60:.1f} min")
-        mem, best = s.get("gpu_mem_gb"), s.get("best_bleu")
-        parts = [f"step {s['step']:,}/{s['max_steps']:,}", f"epoch {s['epoch']}",
-                 f"loss {s['loss']:.3f}", f"ppl {s['ppl']:.2f}", f"lr {s['lr']:.2e}",
-                 f"{s['tokens_per_s']:,.0f} tok/s",
-                 f"{mem:.1f} GiB" if mem is not None else "cpu", f"ETA {eta_text}"]
-        if best is not None:
-            parts.append(f"best BLEU {best:.2f}")
-        return Group(Text("  ".join(parts)),
-                     ProgressBar(total=s["max_steps"], completed=s["step"], width=60))
+# Preset-dependent defaults as `--help` shows them; tests/test_cli.py checks them against the
+# recipes in nmt.train, so they cannot drift.
+PRESET_DEFAULTS = {
+    "max_steps": "base 100000, big 300000, small 20000, tiny 3000",
+    "batch_tokens": "base/big 25000, small 8192, tiny 2048",
+    "warmup": "base/big 4000, small 2000, tiny 400",
+    "dropout": "base 0.1, big 0.3, small 0.3, tiny 0.1",
+    "save_every": "base/big/small 1000, tiny 200",
+}
 
 
-class RichTrainReporter:
-    """`nmt train` progress on rank 0: a Rich live display on a terminal, lines otherwise.
-
-    It travels to spawned workers (pickled before any console exists)."""
-
-    def __init__(self, verbose: bool = False) -> None:
-        self.verbose = verbose
-        self._live = None
-        self._display = None
-
-    def setup(self, rank: int) -> None:
-        if rank == 0:
-            if not any(isinstance(h, RichHandler) for h in logging.getLogger().handlers):
-                _setup_logging(self.verbose)
-        else:
-            logging.basicConfig(level=logging.WARNING, format="%(message)s", force=True)
-
-    def start(self, info: dict) -> None:
-        from rich.live import Live
-
-        resumed = f", resumed from {info['resumed_from']}" if info["resumed_from"] else ""
-        console.print(f"training {info['parameters']:,} parameters on {info['pairs']:,} pairs, "
-                      f"{info['world_size']} worker(s) on {info['device']}, {info['precision']}"
-                      f"{resumed}\n{info['layout']}", highlight=False, markup=False)
-        if console.is_terminal:
-            self._display = _TrainDisplay()
-            self._live = Live(self._display, console=console, refresh_per_second=4,
-                              transient=True)
-            self._live.start()
-
-    def progress(self, stats: dict) -> None:
-        if self._display is not None:
-            self._display.stats = stats
-
-    def record(self, record: dict) -> None:
-        from nmt.train import format_record
-
-        if record["kind"] == "valid" or self._live is None or self.verbose:
-            console.print(format_record(record), highlight=False, markup=False)
-
-    def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+def _by_preset(field: str) -> str:
+    return f"[dim]\\[preset: {PRESET_DEFAULTS[field]}][/]"
 
 
-def _train_summary(result) -> None:
-    table = Table(title="nmt train", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    hours = result.elapsed / 3600
-    table.add_row("run", result.run)
-    done = result.steps - result.start_step
-    table.add_row("steps", f"{result.steps:,} ({done:,} in this invocation), "
-                           f"epoch {result.epoch}")
-    table.add_row("time", f"{result.elapsed:,.0f} s ({hours:.2f} h)")
-    table.add_row("stopped by", result.signal or result.reason)
-    table.add_row("batching", result.layout)
-    if result.best_score is not None and result.best_score >= 0:
-        table.add_row("best BLEU", f"{result.best_score:.2f} at step {result.best_step:,} "
-                                   f"({Path(result.run) / 'best'})")
-    elif result.best_score is not None:
-        table.add_row("best valid loss", f"{-result.best_score:.3f} at step {result.best_step:,}")
-    table.add_row("last checkpoint", result.last_checkpoint or "-")
-    out.print(table)
-    if result.signal:
-        console.print(f"[yellow]stopped by {result.signal} at step {result.steps:,}; run the same "
-                      f"command again to resume from {result.last_checkpoint}[/]",
-                      highlight=False)
-
-
-@app.command()
+@app.command(epilog="Examples: [bold]nmt train --preset base --gpus 8[/] (the paper's base "
+                    "model on the prepared corpus in ./data)  ·  [bold]nmt train data/multi30k "
+                    "--preset tiny --max-time 30m[/]  ·  run the same command again to resume")
 def train(
     data: Annotated[Path | None, typer.Argument(
         help="Prepared data directory (from `nmt prepare`); optional with --config.",
         show_default=False)] = None,
     run: Annotated[Path | None, typer.Option(
-        "--run", "-r", help="Run directory: config.json, metrics.jsonl, checkpoints/, best/. "
-                            "Training resumes from its newest checkpoint.", show_default=False)
-    ] = None,
-    preset: Annotated[str | None, typer.Option(
-        "--preset", "-p", help="Model and recipe: base, big (the paper's), small, tiny. "
-                               "Default: base, or the run's own config when resuming.",
-        show_default=False)] = None,
+        "--run", "-r", help="Run directory: train_config.json, metrics.jsonl, checkpoints/, "
+                            "best/. Training resumes from its newest checkpoint.",
+        show_default=False, rich_help_panel=DATA)] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="JSON training config (e.g. a run's config.json); flags override it.",
-        show_default=False)] = None,
-    gpus: Annotated[int, typer.Option(
-        "--gpus", "--nproc", help="Local worker processes, one per GPU (with --device cpu: CPU "
-                                  "workers talking through gloo).")] = 1,
-    device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")] = "auto",
-    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines taking part.")] = 1,
-    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's index.")] = 0,
-    master_addr: Annotated[str, typer.Option(
-        "--master-addr", help="Address of machine 0 (multi-node).")] = "127.0.0.1",
-    master_port: Annotated[int | None, typer.Option(
-        "--master-port", help="Rendezvous port (default: free port, or 29500 multi-node).",
-        show_default=False)] = None,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", help="CPU threads per worker (default: the cores shared among workers).",
-        show_default=False)] = None,
+        "--config", help="JSON training config (e.g. a run's train_config.json); flags "
+                         "override it.", show_default=False, rich_help_panel=DATA)] = None,
+    preset: Annotated[Preset | None, typer.Option(
+        "--preset", "-p", help="Model and recipe: base and big are the paper's. Default: base, "
+                               "or the run's own config when resuming.",
+        show_default=False, rich_help_panel=MODEL)] = None,
+    dropout: Annotated[float | None, typer.Option(
+        "--dropout", help=f"Dropout on sublayer outputs and embedding sums. "
+                          f"{_by_preset('dropout')}", show_default=False, rich_help_panel=MODEL)
+    ] = None,
     batch_tokens: Annotated[int | None, typer.Option(
         "--batch-tokens", help="Tokens per update summed over all GPUs, counted as the padded "
-                               "longer side of each pair (paper: 25000).", show_default=False)
-    ] = None,
+                               f"longer side of each pair. {_by_preset('batch_tokens')}",
+        show_default=False, rich_help_panel=OPTIM)] = None,
     max_tokens_per_gpu: Annotated[int | None, typer.Option(
         "--max-tokens-per-gpu", help="Memory bound of one GPU's micro-batch; the update is "
                                      "split into accumulated micro-batches to respect it.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=OPTIM)] = None,
     update_freq: Annotated[int | None, typer.Option(
         "--update-freq", help="Micro-batches accumulated per update (default: derived).",
-        show_default=False)] = None,
-    max_steps: Annotated[int | None, typer.Option(
-        "--max-steps", help="Updates to train (base 100000, big 300000).", show_default=False)
-    ] = None,
-    max_epochs: Annotated[int | None, typer.Option(
-        "--max-epochs", help="Stop after this many epochs.", show_default=False)] = None,
-    max_time: Annotated[str | None, typer.Option(
-        "--max-time", help="Stop after this much training time, over resumes (3600, 90m, 2h).",
-        show_default=False)] = None,
-    lr_schedule: Annotated[str | None, typer.Option(
-        "--lr-schedule", help="noam (the paper) or inverse_sqrt (fairseq: warmup to --lr).",
-        show_default=False)] = None,
-    lr: Annotated[float | None, typer.Option(
-        "--lr", help="Peak learning rate (noam default: d_model^-0.5 * warmup^-0.5).",
-        show_default=False)] = None,
-    warmup: Annotated[int | None, typer.Option(
-        "--warmup", help="Warmup updates (paper: 4000).", show_default=False)] = None,
+        show_default=False, rich_help_panel=OPTIM)] = None,
     adam_betas: Annotated[str | None, typer.Option(
-        "--adam-betas", help="Adam beta1,beta2 (paper: 0.9,0.98).", show_default=False)] = None,
+        "--adam-betas", help="Adam beta1,beta2 (paper: 0.9,0.98).", show_default=False,
+        rich_help_panel=OPTIM)] = None,
     adam_eps: Annotated[float | None, typer.Option(
-        "--adam-eps", help="Adam epsilon (paper: 1e-9).", show_default=False)] = None,
+        "--adam-eps", help="Adam epsilon (paper: 1e-9).", show_default=False,
+        rich_help_panel=OPTIM)] = None,
     weight_decay: Annotated[float | None, typer.Option(
-        "--weight-decay", help="Adam L2 penalty (paper: 0).", show_default=False)] = None,
+        "--weight-decay", help="Adam L2 penalty (paper: 0).", show_default=False,
+        rich_help_panel=OPTIM)] = None,
     clip_norm: Annotated[float | None, typer.Option(
         "--clip-norm", help="Clip the gradient norm to this (0: off, the paper).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=OPTIM)] = None,
     label_smoothing: Annotated[float | None, typer.Option(
-        "--label-smoothing", help="Label smoothing epsilon (paper: 0.1).", show_default=False)
-    ] = None,
-    dropout: Annotated[float | None, typer.Option(
-        "--dropout", help="Dropout on sublayer outputs and embedding sums (base 0.1, big 0.3).",
-        show_default=False)] = None,
-    precision: Annotated[str | None, typer.Option(
-        "--precision", help="auto (bf16 if the GPU has it, else fp16 with loss scaling; fp32 on "
-                            "CPU), fp32, bf16 or fp16.", show_default=False)] = None,
-    seed: Annotated[int | None, typer.Option(
-        "--seed", help="Seeds weights, dropout and data order.", show_default=False)] = None,
-    save_every: Annotated[int | None, typer.Option(
-        "--save-every", help="Checkpoint and validate every N updates.", show_default=False)
-    ] = None,
-    epoch_checkpoints: Annotated[bool | None, typer.Option(
-        "--epoch-checkpoints/--no-epoch-checkpoints", help="Also checkpoint at epoch ends.",
-        show_default=False)] = None,
-    keep_last: Annotated[int | None, typer.Option(
-        "--keep-last", help="Step checkpoints to keep (default 20).", show_default=False)
-    ] = None,
-    valid_bleu_lines: Annotated[int | None, typer.Option(
-        "--valid-bleu-lines", help="Validation lines decoded for BLEU (0: no BLEU; default: "
-                                   "all, tiny: 200).", show_default=False)] = None,
+        "--label-smoothing", help="Label smoothing epsilon (paper: 0.1).", show_default=False,
+        rich_help_panel=OPTIM)] = None,
+    lr_schedule: Annotated[LrSchedule | None, typer.Option(
+        "--lr-schedule", help="noam: the paper's d^-0.5 * min(step^-0.5, step * warmup^-1.5); "
+                              "inverse_sqrt: fairseq's, warming up to --lr. [dim]\\[default: "
+                              "noam][/]", show_default=False, rich_help_panel=SCHEDULE)] = None,
+    lr: Annotated[float | None, typer.Option(
+        "--lr", help="Peak learning rate (noam default: d_model^-0.5 * warmup^-0.5).",
+        show_default=False, rich_help_panel=SCHEDULE)] = None,
+    warmup: Annotated[int | None, typer.Option(
+        "--warmup", help=f"Warmup updates. {_by_preset('warmup')}", show_default=False,
+        rich_help_panel=SCHEDULE)] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        "--max-steps", help=f"Updates to train. {_by_preset('max_steps')}", show_default=False,
+        rich_help_panel=SCHEDULE)] = None,
+    max_epochs: Annotated[int | None, typer.Option(
+        "--max-epochs", help="Stop after this many epochs.", show_default=False,
+        rich_help_panel=SCHEDULE)] = None,
+    max_time: Annotated[str | None, typer.Option(
+        "--max-time", help="Stop after this much training time, over resumes (3600, 90m, 2h).",
+        show_default=False, rich_help_panel=SCHEDULE)] = None,
     patience: Annotated[int | None, typer.Option(
         "--patience", help="Stop after N validations without a better BLEU.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=SCHEDULE)] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Seeds weights, dropout and data order. [dim]\\[default: 1][/]",
+        show_default=False, rich_help_panel=SCHEDULE)] = None,
+    save_every: Annotated[int | None, typer.Option(
+        "--save-every", help=f"Checkpoint and validate every N updates. "
+                             f"{_by_preset('save_every')}", show_default=False,
+        rich_help_panel=CHECKPOINTS)] = None,
+    epoch_checkpoints: Annotated[bool | None, typer.Option(
+        "--epoch-checkpoints/--no-epoch-checkpoints", help="Also checkpoint at epoch ends.",
+        show_default=False, rich_help_panel=CHECKPOINTS)] = None,
+    keep_last: Annotated[int | None, typer.Option(
+        "--keep-last", help="Step checkpoints to keep. [dim]\\[default: 20][/]",
+        show_default=False, rich_help_panel=CHECKPOINTS)] = None,
+    valid_bleu_lines: Annotated[int | None, typer.Option(
+        "--valid-bleu-lines", help="Validation lines decoded for BLEU (0: no BLEU; default: "
+                                   "all, tiny: 200).", show_default=False,
+        rich_help_panel=CHECKPOINTS)] = None,
+    gpus: Annotated[int, typer.Option(
+        "--gpus", "--nproc", help="Local worker processes, one per GPU (with --device cpu: CPU "
+                                  "workers talking through gloo).", rich_help_panel=HARDWARE)
+    ] = 1,
+    device: Annotated[TrainDevice, typer.Option(
+        "--device", help="Where to train.", rich_help_panel=HARDWARE)] = TrainDevice.auto,
+    precision: Annotated[Precision | None, typer.Option(
+        "--precision", help="auto: bf16 if the GPU has it, else fp16 with loss scaling; fp32 "
+                            "on CPU.", show_default=False, rich_help_panel=HARDWARE)] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads per worker (default: the cores shared among workers).",
+        show_default=False, rich_help_panel=HARDWARE)] = None,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines taking part.",
+                                        rich_help_panel=HARDWARE)] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This machine's index.",
+                                           rich_help_panel=HARDWARE)] = 0,
+    master_addr: Annotated[str, typer.Option(
+        "--master-addr", help="Address of machine 0 (multi-node).", rich_help_panel=HARDWARE)
+    ] = "127.0.0.1",
+    master_port: Annotated[int | None, typer.Option(
+        "--master-port", help="Rendezvous port (default: free port, or 29500 multi-node).",
+        show_default=False, rich_help_panel=HARDWARE)] = None,
     log_every: Annotated[int | None, typer.Option(
-        "--log-every", help="Updates between metrics.jsonl records.", show_default=False)
-    ] = None,
+        "--log-every", help="Updates between metrics.jsonl records.", show_default=False,
+        rich_help_panel=LOGGING)] = None,
     max_bad_steps: Annotated[int | None, typer.Option(
         "--max-bad-steps", help="NaN/inf losses in a row before stopping with an error.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=LOGGING)] = None,
     tensorboard: Annotated[bool | None, typer.Option(
         "--tensorboard/--no-tensorboard", help="Write TensorBoard events to RUN/tensorboard.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=LOGGING)] = None,
     verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", help="Print every log record even with the live display.")] = False,
+        "--verbose", "-v", help="Print every log record even with the live display.",
+        rich_help_panel=LOGGING)] = False,
 ) -> None:
-    """Train a Transformer on prepared data (resumes automatically from the run directory)."""
+    """Train a Transformer with the paper's recipe; run it again to resume, bit for bit."""
     from nmt import train as train_stage
     from nmt.distributed import Launch
 
     flags = dict(batch_tokens=batch_tokens, max_tokens_per_gpu=max_tokens_per_gpu,
                  update_freq=update_freq, max_steps=max_steps, max_epochs=max_epochs,
-                 max_time=max_time, lr_schedule=lr_schedule, lr=lr, warmup=warmup,
+                 max_time=max_time, lr_schedule=_value(lr_schedule), lr=lr, warmup=warmup,
                  adam_betas=adam_betas, adam_eps=adam_eps, weight_decay=weight_decay,
                  clip_norm=clip_norm, label_smoothing=label_smoothing, dropout=dropout,
-                 precision=precision, seed=seed, save_every=save_every,
+                 precision=_value(precision), seed=seed, save_every=save_every,
                  save_epochs=epoch_checkpoints, keep_last=keep_last,
                  valid_bleu_lines=valid_bleu_lines, patience=patience, log_every=log_every,
                  max_bad_steps=max_bad_steps, tensorboard=tensorboard)
-    launch = Launch(nproc=gpus, device=device, nnodes=nnodes, node_rank=node_rank,
-                    master_addr=master_addr, master_port=master_port, threads=threads)
-    result = guarded(train_stage.main, data=data, run=run, preset=preset, config_file=config,
+    launch = guarded(Launch, nproc=gpus, device=device.value, nnodes=nnodes,
+                     node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+                     threads=threads)
+    result = guarded(train_stage.main, data=data, run=run, preset=_value(preset),
+                     config_file=config,
                      overrides={k: v for k, v in flags.items() if v is not None}, launch=launch,
-                     reporter=RichTrainReporter(verbose))
+                     reporter=display.RichTrainReporter(verbose))
     if result is not None and result.rank == 0:
-        _train_summary(result)
+        display.train_summary(result)
 
 
 # --- average ---------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog="Examples: [bold]nmt average runs/base --last 5 -o runs/base/avg[/]  ·  "
+                    "[bold]nmt average ck1 ck2 ck3 -o avg[/]")
 def average(
     checkpoints: Annotated[list[Path], typer.Argument(
         help="Checkpoint directories to average, or one run directory with --last N.",
@@ -475,113 +420,113 @@ def average(
         "--output", "-o", help="Where to write the averaged checkpoint (a directory).",
         show_default=False)],
     last: Annotated[int | None, typer.Option(
-        "--last", min=1, help="Average the N newest checkpoints (by training step) of the run "
-                              "directory; the paper uses 5 for base, 20 for big.")] = None,
+        "--last", min=1, help="Average the N newest step checkpoints of the run directory; "
+                              "the paper uses 5 for base, 20 for big.")] = None,
 ) -> None:
     """Average the weights of the last N checkpoints of a run (or of listed checkpoints)."""
     from nmt import average as average_stage
 
-    summary = guarded(average_stage.run, checkpoints, output=output, last=last)
-    steps = ", ".join(f"{s:,}" for s in summary.steps)
-    out.print(f"averaged {len(summary.inputs)} checkpoints (steps {steps}) into "
-              f"{summary.output}: {summary.n_tensors} tensors, {summary.n_parameters:,} "
-              f"parameters, {summary.seconds:.1f} s", highlight=False, markup=False,
-              soft_wrap=True)
+    display.average_summary(guarded(average_stage.run, checkpoints, output=output, last=last))
 
 
 # --- translate -------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog="Examples: [bold]nmt translate -c runs/base/avg < newstest2014.en > "
+                    "hyp.de[/]  ·  [bold]nmt translate -c avg --beam 1 -i in.txt -o out.txt[/]")
 def translate(
     checkpoint: Annotated[Path, typer.Option(
         "--checkpoint", "-c", help="Checkpoint directory (e.g. the output of `nmt average`).",
-        show_default=False)],
+        show_default=False, rich_help_panel=MODEL)],
     ensemble: Annotated[list[Path] | None, typer.Option(
         "--ensemble", help="Another checkpoint to ensemble with -c (repeatable); their "
-                           "log-probabilities are averaged.", show_default=False)] = None,
+                           "log-probabilities are averaged.", show_default=False,
+        rich_help_panel=MODEL)] = None,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", help="torch, or ctranslate2 to run a `nmt export --to ctranslate2` "
+                         "directory given as -c.", rich_help_panel=MODEL)] = Engine.torch,
     input_path: Annotated[Path | None, typer.Option(
         "--input", "-i", help="Input file, one sentence a line (default: stdin).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=IO)] = None,
     output_path: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Output file, written atomically (default: stdout).",
-        show_default=False)] = None,
-    beam: Annotated[int, typer.Option("--beam", "-b", min=1,
-                                      help="Beam size; 1 is greedy decoding.")] = 4,
-    alpha: Annotated[float, typer.Option(
-        "--lenpen", "--alpha", help="Length penalty exponent alpha (the paper: 0.6).")] = 0.6,
-    lenpen_style: Annotated[str | None, typer.Option(
-        "--lenpen-style", help="gnmt: ((5 + |Y|) / 6) ** alpha; fairseq: |Y| ** alpha. "
-                               "Default: gnmt (the paper's), fairseq with --engine ctranslate2.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=IO)] = None,
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--output-format", help="text, or jsonl (scores, token counts, per-token "
+                                "log-probabilities).", rich_help_panel=IO)] = OutputFormat.text,
     nbest: Annotated[int, typer.Option(
         "--nbest", min=1, help="Hypotheses per sentence, with scores (text: Moses-style "
-                               "'id ||| translation ||| score' lines).")] = 1,
-    stopping: Annotated[str, typer.Option(
+                               "'id ||| translation ||| score' lines).", rich_help_panel=IO)
+    ] = 1,
+    beam: Annotated[int, typer.Option("--beam", "-b", min=1,
+                                      help="Beam size; 1 is greedy decoding.",
+                                      rich_help_panel=SEARCH)] = 4,
+    alpha: Annotated[float, typer.Option(
+        "--lenpen", "--alpha", help="Length penalty exponent alpha (the paper: 0.6).",
+        rich_help_panel=SEARCH)] = 0.6,
+    lenpen_style: Annotated[LenpenStyle | None, typer.Option(
+        "--lenpen-style", help="gnmt: ((5 + |Y|) / 6) ** alpha; fairseq: |Y| ** alpha. "
+                               "Default: gnmt (the paper's), fairseq with --engine ctranslate2.",
+        show_default=False, rich_help_panel=SEARCH)] = None,
+    stopping: Annotated[Stopping, typer.Option(
         "--stopping", help="finished: a sentence ends once --beam hypotheses have (fairseq, "
-                           "CTranslate2); exact: once no live beam can beat them (slower).")
-    ] = "finished",
+                           "CTranslate2); exact: once no live beam can beat them (slower).",
+        rich_help_panel=SEARCH)] = Stopping.finished,
     max_len_a: Annotated[float, typer.Option(
-        "--max-len-a", help="Maximum output length = a * source tokens + b.")] = 1.0,
-    max_len_b: Annotated[int, typer.Option("--max-len-b", help="See --max-len-a.")] = 50,
+        "--max-len-a", help="Maximum output length = a * source tokens + b.",
+        rich_help_panel=SEARCH)] = 1.0,
+    max_len_b: Annotated[int, typer.Option("--max-len-b", help="See --max-len-a.",
+                                           rich_help_panel=SEARCH)] = 50,
     sampling: Annotated[bool, typer.Option(
         "--sampling", help="Sample instead of searching (--beam is ignored; --nbest samples "
-                           "per sentence).")] = False,
-    temperature: Annotated[float, typer.Option("--temperature",
-                                               help="Sampling temperature.")] = 1.0,
+                           "per sentence).", rich_help_panel="Sampling")] = False,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.",
+                                               rich_help_panel="Sampling")] = 1.0,
     top_k: Annotated[int, typer.Option(
-        "--top-k", help="Sample from the k most likely tokens only (0: all).")] = 0,
+        "--top-k", help="Sample from the k most likely tokens only (0: all).",
+        rich_help_panel="Sampling")] = 0,
     top_p: Annotated[float, typer.Option(
         "--top-p", help="Sample from the smallest set of tokens holding this much "
-                        "probability.")] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed for --sampling.")] = 0,
-    output_format: Annotated[str, typer.Option(
-        "--output-format", help="text, or jsonl (scores, token counts, per-token "
-                                "log-probabilities).")] = "text",
+                        "probability.", rich_help_panel="Sampling")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed for --sampling.",
+                                      rich_help_panel="Sampling")] = 0,
     batch_tokens: Annotated[int, typer.Option(
         "--batch-tokens", help="Padded source tokens per batch, each sentence counted once "
-                               "per beam.")] = 6000,
+                               "per beam.", rich_help_panel=HARDWARE)] = 6000,
     buffer_lines: Annotated[int, typer.Option(
-        "--buffer-lines", help="Lines read, translated and flushed together.")] = 2000,
+        "--buffer-lines", help="Lines read, translated and flushed together.",
+        rich_help_panel=HARDWARE)] = 2000,
     device: Annotated[str, typer.Option(
-        "--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(
-        "--precision", help="auto (fp32 on CPU, bf16/fp16 on GPU), fp32, bf16 or fp16.")
-    ] = "auto",
+        "--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=HARDWARE)] = "auto",
+    precision: Annotated[Precision, typer.Option(
+        "--precision", help="auto: fp32 on CPU, bf16/fp16 on GPU.", rich_help_panel=HARDWARE)
+    ] = Precision.auto,
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads (default: all available cores).",
-        show_default=False)] = None,
-    engine: Annotated[str, typer.Option(
-        "--engine", help="torch, or ctranslate2 to run a `nmt export --to ctranslate2` "
-                         "directory given as -c.")] = "torch",
+        show_default=False, rich_help_panel=HARDWARE)] = None,
 ) -> None:
     """Translate text from stdin or a file with beam search; raw text in, raw text out."""
     from nmt import translate as translate_stage
     from nmt.search import SearchConfig
 
     def build() -> translate_stage.TranslateConfig:
+        style = lenpen_style.value if lenpen_style else (
+            "fairseq" if engine is Engine.ctranslate2 else "gnmt")
         return translate_stage.TranslateConfig(
             checkpoints=(checkpoint, *(ensemble or [])),
-            search=SearchConfig(beam=beam, nbest=nbest, alpha=alpha,
-                                lenpen_style=lenpen_style or (
-                                    "fairseq" if engine == "ctranslate2" else "gnmt"),
+            search=SearchConfig(beam=beam, nbest=nbest, alpha=alpha, lenpen_style=style,
                                 sampling=sampling, temperature=temperature, top_k=top_k,
-                                top_p=top_p, stopping=stopping),
-            input=input_path, output=output_path, output_format=output_format, max_len_a=max_len_a,
-            max_len_b=max_len_b, batch_tokens=batch_tokens, buffer_lines=buffer_lines,
-            device=device, precision=precision, threads=threads, seed=seed, engine=engine)
+                                top_p=top_p, stopping=stopping.value),
+            input=input_path, output=output_path, output_format=output_format.value,
+            max_len_a=max_len_a, max_len_b=max_len_b, batch_tokens=batch_tokens,
+            buffer_lines=buffer_lines, device=device, precision=precision.value,
+            threads=threads, seed=seed, engine=engine.value)
 
-    stats = guarded(translate_stage.run, guarded(build))
-    rate = stats.sentences / stats.seconds if stats.seconds else 0.0
-    notes = [f"{n} {what}" for n, what in ((stats.truncated, "truncated"),
-                                           (stats.replaced, "with bytes replaced"),
-                                           (stats.failed, "failed")) if n]
-    console.print(f"translated {stats.lines:,} lines ({stats.sentences:,} sentences, "
-                  f"{stats.tokens:,} tokens) in {stats.seconds:.1f} s on {stats.device}: "
-                  f"{rate:.1f} sentences/s" + (f"; {', '.join(notes)}" if notes else ""),
-                  highlight=False, markup=False)
+    display.translate_summary(guarded(translate_stage.run, guarded(build)))
 
 
 # --- score -----------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog="Examples: [bold]nmt score hyp.de --ref newstest2014.de --min-bleu 26[/] "
+                    "(exit 1 below 26: a CI gate)  ·  [bold]nmt score hyp.de --ref ref.de "
+                    "--paper-bleu[/] (the paper's tokenized BLEU)")
 def score(
     ref: Annotated[list[Path], typer.Option(
         "--ref", "-r", help="Reference file, line-aligned with the hypothesis; repeat the "
@@ -590,29 +535,36 @@ def score(
         help="Hypothesis file, one detokenized sentence a line; '-' or omitted: stdin.",
         show_default=False)] = None,
     metrics: Annotated[str, typer.Option(
-        "--metrics", "-m", help="Comma-separated metrics: bleu, chrf, ter.")] = "bleu",
+        "--metrics", "-m", help="Comma-separated metrics: bleu, chrf, ter.",
+        rich_help_panel="Metrics")] = "bleu",
     lowercase: Annotated[bool, typer.Option(
-        "--lowercase", help="Case-insensitive scores (lowercased BLEU and chrF).")] = False,
+        "--lowercase", help="Case-insensitive scores (lowercased BLEU and chrF).",
+        rich_help_panel="Metrics")] = False,
     paper_bleu: Annotated[bool, typer.Option(
         "--paper-bleu", help="Report tokenized BLEU (Moses-style tokens, hyphenated compounds "
-                             "split) as the paper does, instead of sacreBLEU BLEU.")] = False,
+                             "split) as the paper does, instead of sacreBLEU BLEU.",
+        rich_help_panel="Metrics")] = False,
     baseline: Annotated[Path | None, typer.Option(
         "--baseline", help="A baseline system's output: paired bootstrap resampling says "
-                           "whether the difference is significant.", show_default=False)] = None,
+                           "whether the difference is significant.", show_default=False,
+        rich_help_panel="Metrics")] = None,
     min_bleu: Annotated[float | None, typer.Option(
         "--min-bleu", help="Exit with code 1 when BLEU is below this (a CI gate).",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel="Gate")] = None,
     min_chrf: Annotated[float | None, typer.Option(
         "--min-chrf", help="Exit with code 1 when chrF is below this.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel="Gate")] = None,
     source: Annotated[Path | None, typer.Option(
         "--source", "-s", help="The source file, to show beside --examples.",
-        show_default=False)] = None,
+        show_default=False, rich_help_panel=IO)] = None,
     examples: Annotated[int, typer.Option(
         "--examples", help="Also show this many source/reference/hypothesis lines, spread "
-                           "over the file.")] = 0,
+                           "over the file.", rich_help_panel=IO)] = 0,
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON object instead of text.")] = False,
+        "--json", help="Print one JSON object instead of text.", rich_help_panel=IO)] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-b", "--score-only", help="Print the score alone, one number per metric "
+                                               "(as sacreBLEU -b).", rich_help_panel=IO)] = False,
 ) -> None:
     """Score a translation against references with sacreBLEU (BLEU, chrF, TER)."""
     import json
@@ -625,103 +577,58 @@ def score(
                      min_chrf=min_chrf, source=source, examples=examples)
     if as_json:
         print(json.dumps(report.to_json()))
-    elif report.examples:
-        _score_tables(report)
-    else:
+    elif quiet:
         for s in report.scores:
-            out.print(s.text, highlight=False, markup=False, soft_wrap=True)
-            kind = "sacreBLEU signature" if s.name != score_stage.PAPER_BLEU_NAME else "variant"
-            out.print(f"  {kind}: {s.signature}", highlight=False, markup=False,
-                      soft_wrap=True)
-            if s.significance is not None:
-                out.print(f"  {_significance_line(s)}", highlight=False, markup=False,
-                          soft_wrap=True)
-    for failure in report.failures:
-        console.print(f"[bold red]failed:[/] {failure}", highlight=False, soft_wrap=True)
+            print(f"{s.score:.2f}")
+    elif report.examples:
+        display.score_tables(report)
+    else:
+        display.score_lines(report, score_stage.PAPER_BLEU_NAME,
+                            score_stage.SIGNIFICANCE_LEVEL)
+    display.score_failures(report.failures)
     if report.failures:
         raise typer.Exit(1)
 
 
-def _score_tables(report) -> None:
-    """Scores, then examples, as Rich tables (the quickstart's closing view)."""
-    scores = Table(title=f"{report.hypothesis}: {report.lines:,} lines")
-    for column in ("metric", "score", "details"):
-        scores.add_column(column)
-    for s in report.scores:
-        scores.add_row(s.name, f"{s.score:.2f}", f"{s.text}\n{s.signature}")
-    out.print(scores)
-    table = Table(title="examples", show_lines=True)
-    table.add_column("line", justify="right")
-    if report.examples[0].source is not None:
-        table.add_column("source")
-    table.add_column("reference")
-    table.add_column("hypothesis")
-    for e in report.examples:
-        cells = [str(e.line), *([e.source] if e.source is not None else []), e.reference,
-                 e.hypothesis]
-        table.add_row(*cells)
-    out.print(table)
-
-
-def _significance_line(s) -> str:
-    from nmt import score as score_stage
-
-    sig = s.significance
-    low, high = sig.ci95
-    level = score_stage.SIGNIFICANCE_LEVEL
-    verdict = (f"significant (p < {level:g})" if sig.significant
-               else f"not significant (p >= {level:g})")
-    better = (sig.difference > 0) == s.higher_is_better and sig.difference != 0
-    word = "better" if better else "worse" if sig.difference else "equal"
-    return (f"vs baseline {sig.baseline}: {sig.baseline_score:.2f} -> {s.score:.2f} "
-            f"({sig.difference:+.2f} {word}, 95% CI [{low:+.2f}, {high:+.2f}]), "
-            f"p = {sig.p_value:.4f} over {sig.samples} resamples: {verdict}")
-
-
 # --- export ----------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog="Examples: [bold]nmt export runs/base/avg ct2/ --to ctranslate2 "
+                    "--quantization int8[/]  ·  [bold]nmt export runs/base/avg marian/ --to hf[/]")
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory.",
                                                show_default=False)],
     out_dir: Annotated[Path, typer.Argument(
         help="Directory to write (written to a temporary name, then renamed).",
         show_default=False)],
-    to: Annotated[str, typer.Option(
+    to: Annotated[ExportTarget, typer.Option(
         "--to", help="hf: a transformers MarianMTModel + MarianTokenizer directory; "
                      "ctranslate2: a CTranslate2 model directory.", show_default=False)],
-    quantization: Annotated[str | None, typer.Option(
-        "--quantization", help="CTranslate2 weight type: int8, int8_float32, int8_float16, "
-                               "int8_bfloat16, int16, float16, bfloat16 or float32 "
-                               "(default: as trained).", show_default=False)] = None,
+    quantization: Annotated[Quantization | None, typer.Option(
+        "--quantization", help="CTranslate2 weight type (default: as trained).",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace OUT_DIR if it exists.")] = False,
 ) -> None:
-    """Export a checkpoint for Hugging Face transformers or CTranslate2 (needs the optional
-    `export` extra of nmt: transformers and ctranslate2)."""
+    """Export a checkpoint for Hugging Face transformers or CTranslate2.
+
+    Needs the optional `export` extra of nmt (transformers and ctranslate2).
+    """
     from nmt import export as export_stage
 
-    path = guarded(export_stage.run, checkpoint, out_dir, to=to, quantization=quantization,
-                   force=force)
-    console.print(f"exported {checkpoint} to {path} ({to}"
-                  + (f", {quantization}" if quantization else "") + ")",
-                  highlight=False, markup=False, soft_wrap=True)
+    path = guarded(export_stage.run, checkpoint, out_dir, to=to.value,
+                   quantization=_value(quantization), force=force)
+    display.plain(f"exported {checkpoint} to {path} ({to.value}"
+                  + (f", {quantization.value}" if quantization else "") + ")")
 
 
 # --- info ------------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog="Example: [bold]nmt info runs/base/avg[/]")
 def info(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory.")],
 ) -> None:
     """Describe a checkpoint: architecture, parameters, vocabulary, step and training data."""
     from nmt import info as info_stage
 
-    rows = guarded(info_stage.run, checkpoint)
-    table = Table(title="nmt checkpoint", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for field, value in rows:
-        table.add_row(field, value)
-    out.print(table)
+    display.info_table(guarded(info_stage.run, checkpoint))
 
 
 if __name__ == "__main__":  # pragma: no cover

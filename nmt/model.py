@@ -28,8 +28,11 @@ from nmt.config import ModelConfig
 def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
     """PE[pos, i] = sin(pos / 10000^(2i/dim)) for i < dim/2, cos(...) for the second half.
 
-    The paper's frequencies, laid out with all sines first and all cosines second (as fairseq,
-    tensor2tensor and Marian do), so that exported models compute exactly the same function.
+    The paper's formula, laid out with all sines first and all cosines second. fairseq and
+    tensor2tensor use the same layout but other frequencies, 10000^(-i/(dim/2-1)), and fairseq's
+    positions start after the padding index; Marian (and so the Hugging Face export) uses the
+    paper's frequencies with this layout, and the CTranslate2 export stores this table, so both
+    exports compute the same function.
     """
     half = dim // 2
     positions = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)

@@ -88,12 +88,26 @@ def test_averaged_checkpoint_builds_a_model_with_tied_weights(run_dir, tmp_path,
     assert set(unique_state_dict(model)) == set(unique_state_dict(tiny_model))
 
 
-def test_last_n_more_than_exist_says_how_many(run_dir, tmp_path):
+def test_last_n_more_than_exist_averages_what_exists_with_a_warning(run_dir, tmp_path):
     result = runner.invoke(app, ["average", str(run_dir), "--last", "5", "-o",
                                  str(tmp_path / "avg")])
-    assert result.exit_code == 2
+    assert result.exit_code == 0, result.output
     assert "--last 5" in result.output and "the 3 that exist" in result.output
-    assert not (tmp_path / "avg").exists()
+    assert load_checkpoint(tmp_path / "avg").meta["averaged_from"] == [
+        "step-20", "step-300", "step-1000"]
+
+
+def test_last_n_takes_evenly_spaced_step_checkpoints(tmp_path, tiny_model, tiny_vocab):
+    """Epoch-end (130, 270) and final (350) checkpoints fall between the save_every=100 grid;
+    --last 3 takes 100, 200, 300."""
+    run = tmp_path / "run"
+    for seed, step in enumerate((100, 130, 200, 270, 300, 350)):
+        save_checkpoint(run / "checkpoints" / f"step-{step:08d}", _model(tiny_model.config, seed),
+                        tiny_vocab, {"step": step})
+    (run / "train_config.json").write_text(json.dumps({"save_every": 100}))
+    summary = average.run([run], output=tmp_path / "avg", last=3)
+    assert summary.steps == [100, 200, 300]
+    assert average.evenly_spaced([(5, run), (7, run)], 100) == [(5, run), (7, run)]
 
 
 def test_run_dir_without_last_is_refused(run_dir, tmp_path):

@@ -56,3 +56,29 @@ def test_info_on_a_broken_checkpoint_is_one_line_exit_2(tmp_path, tiny_model, ti
 def test_info_on_a_missing_checkpoint(tmp_path):
     result = runner.invoke(app, ["info", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "no such checkpoint" in result.output
+
+
+def test_train_help_shows_panels_and_preset_defaults_that_match_the_recipes():
+    from nmt.cli import PRESET_DEFAULTS
+    from nmt.train import recipe
+
+    result = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    for panel in ("Data", "Model", "Optimisation", "Schedule", "Checkpoints", "Hardware",
+                  "Logging"):
+        assert f"─ {panel} " in result.output, panel
+    assert "base|big|small|tiny" in result.output
+    for field, text in PRESET_DEFAULTS.items():
+        for part in text.split(", "):
+            names, value = part.rsplit(" ", 1)
+            for name in names.split("/"):
+                cfg = recipe(name)
+                got = cfg.model.dropout if field == "dropout" else getattr(cfg, field)
+                assert float(value) == got, (field, name)
+        flat = " ".join(result.output.replace("│", " ").split())
+        assert PRESET_DEFAULTS[field] in flat, field
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, "export"])
+def test_every_command_shows_an_example(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert f"nmt {command}" in result.output.split("Example", 1)[-1]

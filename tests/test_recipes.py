@@ -54,3 +54,13 @@ def test_every_flag_a_recipe_uses_exists(script):
             if word.startswith("-") and word != "-" and not re.fullmatch(r"-\d.*", word):
                 flag = word.split("=", 1)[0]
                 assert flag in known, f"{script}: `nmt {args[0]}` has no option {flag}"
+
+
+def test_wmt14_en_de_uses_the_papers_37k_vocabulary():
+    from nmt.corpora import CORPORA
+
+    assert CORPORA["wmt14-en-de"].vocab_size == 37000
+    for script in ("base.sh", "big.sh"):
+        calls = nmt_invocations(RECIPES / "wmt14-en-de" / script)
+        prepare = next(c for c in calls if c[0] == "prepare")
+        assert prepare[prepare.index("--vocab-size") + 1] == "37000"

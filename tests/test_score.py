@@ -209,3 +209,29 @@ def test_examples_show_source_reference_and_hypothesis(tmp_path):
     bad = CliRunner().invoke(app, ["score", str(files["h.de"]), "--ref", str(files["r.de"]),
                                    "--source", str(short)])
     assert bad.exit_code == 2
+
+
+def test_compound_split_is_the_classic_non_overlapping_rule():
+    # s/(\S)-(\S)/$1 ##AT##-##AT## $2/g: the middle "S" of "U-S-Bahn" is consumed by the first
+    # match, so the second hyphen stays, as the Moses-2017 + multi-bleu pipeline does.
+    assert score.split_compounds("U-S-Bahn") == "U ##AT##-##AT## S-Bahn"
+    assert score.split_compounds("1-0-Sieg") == "1 ##AT##-##AT## 0-Sieg"
+    assert score.split_compounds("(a)-b") == "(a) ##AT##-##AT## b"
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-1"])
+def test_gate_refuses_thresholds_that_cannot_gate(tmp_path, threshold):
+    (tmp_path / "h.de").write_text("a b c\n")
+    (tmp_path / "r.de").write_text("a b c\n")
+    result = runner.invoke(app, ["score", str(tmp_path / "h.de"), "--ref", str(tmp_path / "r.de"),
+                                 f"--min-bleu={threshold}"])
+    assert result.exit_code == 2, result.output
+    assert "finite score" in result.output
+
+
+def test_quiet_prints_the_number_alone_and_reads_stdin(tmp_path):
+    (tmp_path / "r.de").write_text("ein Mann fährt Rad\nzwei Hunde spielen\n")
+    result = runner.invoke(app, ["score", "--ref", str(tmp_path / "r.de"), "-b"],
+                           input="ein Mann fährt Rad\nzwei Hunde spielen\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "100.00"
