@@ -15,12 +15,40 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from nmt import __version__, display
 from nmt.errors import NmtError
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value not among the choices) as one line, exit 2,
+    like every other failure, instead of a framed usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as exc:  # typer's (vendored click's) usage errors
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `nmt`: the help, as asked
+                display.out.print(ctx.get_help())
+                sys.exit(0)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            message = " ".join(exc.format_message().split()).replace("Value error, ", "")
+            display.error(where + message)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            display.console.print("[yellow]aborted[/]")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="nmt",
+    cls=_OneLineErrors,
     help="Neural machine translation with the Transformer of 'Attention Is All You Need': "
          "prepare, train, average, translate, score, export, info.",
     no_args_is_help=True,
@@ -239,7 +267,7 @@ def prepare(
         vocab_size=vocab_size, max_len=max_len, max_ratio=max_ratio, dedup=dedup,
         spm_sample=spm_sample, workers=workers, on_bad_utf8=on_bad_utf8.value, force=force,
         seed=seed, cache_dir=cache_dir)
-    progress = display.PrepareProgress()
+    progress = display.Progress()
     try:
         summary = guarded(prepare_stage.run, config, progress)
     finally:
@@ -502,8 +530,15 @@ def translate(
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads (default: all available cores).",
         show_default=False, rich_help_panel=HARDWARE)] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar and no closing summary on stderr.",
+        rich_help_panel=IO)] = False,
 ) -> None:
-    """Translate text from stdin or a file with beam search; raw text in, raw text out."""
+    """Translate text from stdin or a file with beam search; raw text in, raw text out.
+
+    Typed at a terminal or fed through a pipe, each line is translated as soon as it has
+    arrived; files are read in chunks of --buffer-lines for speed.
+    """
     from nmt import translate as translate_stage
     from nmt.search import SearchConfig
 
@@ -520,7 +555,15 @@ def translate(
             buffer_lines=buffer_lines, device=device, precision=precision.value,
             threads=threads, seed=seed, engine=engine.value)
 
-    display.translate_summary(guarded(translate_stage.run, guarded(build)))
+    interactive = input_path is None and sys.stdin.isatty() and sys.stdout.isatty()
+    progress = None if quiet or interactive else display.Progress()
+    try:
+        stats = guarded(translate_stage.run, guarded(build), progress=progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if not quiet:
+        display.translate_summary(stats)
 
 
 # --- score -----------------------------------------------------------------------------------

@@ -49,20 +49,29 @@ def plain(message: str, *, stderr: bool = True) -> None:
 
 
 # --- prepare ---------------------------------------------------------------------------------
-class PrepareProgress:
-    """`nmt prepare`'s stage progress as Rich progress bars on stderr."""
+class Progress:
+    """A stage's progress as a Rich bar on stderr (with an ETA when the total is known); one
+    stage at a time. `nmt prepare` and `nmt translate` report through it."""
 
     def __init__(self) -> None:
         self._progress = None
         self._task = None
 
     def start(self, description: str, total: int | None) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.stop()
-        self._progress = Progress(
-            TextColumn("{task.description:<16}"), BarColumn(),
-            TextColumn("{task.completed:>12,.0f}"), TimeElapsedColumn(), console=console)
+        columns = [TextColumn("{task.description:<16}"), BarColumn(),
+                   TextColumn("{task.completed:>12,.0f}"), TimeElapsedColumn()]
+        if total is not None:
+            columns.append(TimeRemainingColumn())
+        self._progress = Progress(*columns, console=console)
         self._progress.start()
         self._task = self._progress.add_task(description, total=total)
 

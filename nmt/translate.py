@@ -27,6 +27,7 @@ from typing import BinaryIO, TextIO
 
 import torch
 
+from nmt import lines as line_input
 from nmt.checkpoint import load_checkpoint
 from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.search import Ensemble, Hypothesis, SearchConfig, output_limit, search
@@ -145,25 +146,13 @@ def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtyp
 # --- input and output ---------------------------------------------------------------------------
 def read_chunks(source: BinaryIO, size: int, name: str, stats: TranslateStats
                 ) -> Iterator[list[tuple[int, str]]]:
-    """(line number, text) for `size` lines at a time; undecodable bytes become U+FFFD."""
-    chunk: list[tuple[int, str]] = []
-    for number, raw in enumerate(source, start=1):
-        raw = raw.rstrip(b"\r\n")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            text = raw.decode("utf-8", errors="replace")
-            stats.replaced += 1
-            log.warning("%s:%d: undecodable bytes replaced with U+FFFD (%s)", name, number,
-                        exc.reason)
-        if number == 1:
-            text = text.removeprefix("\ufeff")
-        chunk.append((number, text))
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    """(line number, text) for `size` lines at a time, or fewer once a pipe or terminal pauses
+    (`nmt.lines`); undecodable bytes become U+FFFD."""
+
+    def replaced() -> None:
+        stats.replaced += 1
+
+    return line_input.read_chunks(source, size, name, on_replaced=replaced)
 
 
 @contextlib.contextmanager
@@ -221,7 +210,10 @@ def format_line(line: _Line, vocab: Vocabulary, fmt: str, nbest: int) -> str:
         return json.dumps(obj, ensure_ascii=False) + "\n"
     if nbest == 1:
         return (texts[0] if texts else "") + "\n"
-    # Moses-style n-best list: 0-based sentence id ||| translation ||| score
+    # Moses-style n-best list: 0-based sentence id ||| translation ||| score. A line with no
+    # hypothesis (empty input, or a failed search) still gets its id: an empty one, score 0.
+    if not line.hyps:
+        return f"{line.number - 1} |||  ||| {0.0:.6f}\n"
     return "".join(f"{line.number - 1} ||| {t} ||| {h.score:.6f}\n"
                    for t, h in zip(texts, line.hyps, strict=True))
 
@@ -306,11 +298,22 @@ class Translator:
             self.translate([line], stats)
 
 
+class Progress:
+    """Where `run` reports lines done (the CLI passes a Rich progress bar); silent here."""
+
+    def start(self, description: str, total: int | None) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
-        stdout: TextIO | None = None) -> TranslateStats:
+        stdout: TextIO | None = None, progress: Progress | None = None) -> TranslateStats:
     """Translate `config.input` (or `stdin`, bytes) to `config.output` (or `stdout`)."""
+    progress = progress or Progress()
     if config.engine == "ctranslate2":
-        return run_ctranslate2(config, stdin=stdin, stdout=stdout)
+        return run_ctranslate2(config, stdin=stdin, stdout=stdout, progress=progress)
     torch.set_num_threads(config.threads or available_cores())
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.precision, device)
@@ -320,6 +323,7 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     stats = TranslateStats(device=f"{device} {str(dtype).removeprefix('torch.')}")
     started = time.perf_counter()
     with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
+        progress.start("translating (lines)", line_input.count_lines(source))
         for chunk in read_chunks(source, config.buffer_lines, name, stats):
             lines = encode_chunk(chunk, vocab, translator.max_positions, name, stats)
             for batch in make_batches(lines, config.batch_tokens, decoder_rows(config.search)):
@@ -331,12 +335,14 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
                 stats.tokens += len(line.hyps[0].tokens) if line.hyps else 0
             sink.flush()
             stats.lines += len(lines)
+            progress.advance(len(lines))
+    progress.stop()
     stats.seconds = time.perf_counter() - started
     return stats
 
 
 def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
-                    stdout: TextIO | None = None) -> TranslateStats:
+                    stdout: TextIO | None = None, progress: Progress) -> TranslateStats:
     """The same reading, chunking and writing, with a CTranslate2 export doing the search."""
     from nmt import export
 
@@ -359,6 +365,7 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     stats = TranslateStats(device=f"ctranslate2 {device} {compute}")
     started = time.perf_counter()
     with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
+        progress.start("translating (lines)", line_input.count_lines(source))
         for chunk in read_chunks(source, config.buffer_lines, name, stats):
             texts = [text for _, text in chunk]
             outputs = export.translate_ctranslate2(
@@ -371,5 +378,7 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
                 stats.tokens += len(vocab.encode(translation))
             sink.flush()
             stats.lines += len(chunk)
+            progress.advance(len(chunk))
+    progress.stop()
     stats.seconds = time.perf_counter() - started
     return stats

@@ -158,9 +158,17 @@ def test_jsonl_carries_scores_tokens_and_log_probs(ckpt, tiny_vocab):
 def test_text_nbest_is_a_moses_style_list(ckpt):
     out, _ = _run(_config(ckpt, beam=3, nbest=3), b"A man sits .\n\nThe dog plays .\n")
     rows = [line.split(" ||| ") for line in out.splitlines()]
-    assert [r[0] for r in rows] == ["0", "0", "0", "2", "2", "2"]
+    assert [r[0] for r in rows] == ["0", "0", "0", "1", "2", "2", "2"]
+    assert rows[3][1:] == ["", "0.000000"]  # the empty line keeps its id
     scores = [float(r[2]) for r in rows[:3]]
     assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("data", [b"   \n", b"\xff\xfe\n"])
+def test_nbest_writes_every_id_even_for_blank_or_undecodable_lines(ckpt, data):
+    out, _ = _run(_config(ckpt, beam=2, nbest=2), b"A man sits .\n" + data + b"A dog .\n")
+    ids = [line.split(" ||| ")[0] for line in out.splitlines()]
+    assert sorted(set(ids)) == ["0", "1", "2"]
 
 
 def test_sampling_is_reproducible_with_a_seed(ckpt):
@@ -267,14 +275,15 @@ def test_cli_stopping_rule_reaches_the_search(ckpt, tiny_model, tiny_vocab, monk
 
 
 @pytest.mark.parametrize("extra,message", [
-    (["--output-format", "xml"], "unknown output format"),
+    (["--output-format", "xml"], "'xml' is not one of 'text', 'jsonl'"),
     (["--beam", "2", "--nbest", "3"], "cannot exceed the beam size"),
-    (["--lenpen-style", "odd"], "unknown length penalty style"),
-    (["--stopping", "never"], "unknown stopping rule"),
+    (["--lenpen-style", "odd"], "'odd' is not one of 'gnmt', 'fairseq'"),
+    (["--stopping", "never"], "'never' is not one of 'finished', 'exact'"),
 ])
 def test_cli_bad_options_are_one_line_errors(ckpt, extra, message):
     result = runner.invoke(app, ["translate", "-c", str(ckpt), *extra], input="a\n")
     assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_cli_missing_checkpoint(tmp_path):
@@ -283,10 +292,12 @@ def test_cli_missing_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_streams_through_a_pipe(ckpt):
-    """With --buffer-lines 1 each translation comes out before the next line goes in."""
+@pytest.mark.parametrize("buffer", [[], ["--buffer-lines", "1"]], ids=["default", "buffer-1"])
+def test_streams_through_a_pipe(ckpt, buffer):
+    """Each translation comes out before the next line goes in: with the default
+    --buffer-lines 2000 too, since a pause in a pipe ends a chunk."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nmt", "translate", "-c", str(ckpt), "--buffer-lines", "1",
+        [sys.executable, "-m", "nmt", "translate", "-c", str(ckpt), *buffer,
          "--beam", "1", "--max-len-b", "4", "--threads", "1"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     got = []
