@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ CHECKPOINT_FORMAT = "nmt-checkpoint/1"
 WEIGHTS, CONFIG, VOCAB, META, TRAIN_STATE = (
     "model.safetensors", "config.json", "spm.model", "meta.json", "train_state.pt")
 STEP_DIR = re.compile(r"^step-(\d+)$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def checkpoint_name(step: int) -> str:
@@ -118,7 +120,8 @@ def write_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     full_meta = {"format": CHECKPOINT_FORMAT, "nmt_version": __version__,
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta,
+                 "vocab_sha256": vocab.sha256}
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS),
               metadata={"format": CHECKPOINT_FORMAT})
     (tmp / CONFIG).write_text(config.to_json() + "\n", encoding="utf-8")
@@ -182,11 +185,24 @@ def check_checkpoint_dir(path: str | os.PathLike) -> Path:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json, with the fields nmt relies on checked for type and range."""
+    where = str(path / META)
     meta = _read_json(path / META)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"foreign checkpoint format {meta.get('format')!r} (expected {CHECKPOINT_FORMAT})",
-            where=str(path / META))
+            where=where)
+    for key in ("step", "epoch"):
+        value = meta.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{key} must be a non-negative integer, not {value!r}",
+                                  where=where)
+    digest = meta.get("vocab_sha256")
+    if digest is not None and not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
+        raise CheckpointError(f"vocab_sha256 is not a sha256 digest: {digest!r}", where=where)
+    for key in ("data", "valid"):
+        if key in meta and not isinstance(meta[key], dict | None):
+            raise CheckpointError(f"{key} must be an object, not {meta[key]!r}", where=where)
     return meta
 
 
@@ -218,7 +234,18 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Checkpoi
         raise CheckpointError(
             f"vocabulary has {len(vocab)} pieces but the model expects {config.vocab_size}",
             where=str(path))
+    check_vocab_hash(path, meta, vocab)
     return Checkpoint(path=path, config=config, vocab=vocab, tensors=tensors, meta=meta)
+
+
+def check_vocab_hash(path: Path, meta: dict[str, Any], vocab: Vocabulary) -> None:
+    """Refuse a spm.model other than the one the weights were trained with (checkpoints older
+    than the hash carry none and are accepted)."""
+    recorded = meta.get("vocab_sha256")
+    if recorded is not None and recorded != vocab.sha256:
+        raise CheckpointError(
+            f"is not the vocabulary these weights were trained with (sha256 {vocab.sha256[:16]}"
+            f"..., meta.json records {recorded[:16]}...)", where=str(path / VOCAB))
 
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -228,7 +255,9 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError("no training state (train_state.pt) to resume from",
                               where=str(path))
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns at length before refusing some pickles
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or hostile files
         raise CheckpointError(f"unreadable training state ({type(exc).__name__})",
                               where=str(file)) from None

@@ -13,6 +13,16 @@ from typing import Any
 
 from nmt.errors import ConfigError
 
+_FIELD_TYPES = {"int": int, "float": float, "bool": bool}
+# Inclusive bounds of the numeric fields: generous for real models, but no config read from
+# disk can ask for a zero-sized head or an 8 TB position table.
+_RANGES = {
+    "vocab_size": (4, 4_000_000), "d_model": (2, 65_536), "d_ff": (1, 1_048_576),
+    "n_heads": (1, 1024), "n_encoder_layers": (1, 256), "n_decoder_layers": (1, 256),
+    "max_positions": (2, 65_536), "pad_id": (0, 4_000_000), "bos_id": (0, 4_000_000),
+    "eos_id": (0, 4_000_000),
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
@@ -34,12 +44,36 @@ class ModelConfig:
     eos_id: int = 3  # end-of-sentence id, appended to every source and target
 
     def __post_init__(self) -> None:
+        # Read from disk (a checkpoint's config, a --config file): check type and range of
+        # every field before anything is allocated from it.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = _FIELD_TYPES[f.type]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                object.__setattr__(self, f.name, value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ConfigError(f"model config field {f.name} must be {kind.__name__}, "
+                                  f"not {value!r}")
+            if kind is not bool and f.name in _RANGES:
+                low, high = _RANGES[f.name]
+                if not low <= value <= high:
+                    raise ConfigError(f"model config field {f.name} = {value} is outside "
+                                      f"[{low}, {high}]")
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.d_model % 2:
             raise ConfigError(f"d_model {self.d_model} must be even for sinusoidal positions")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout {self.dropout} is outside [0, 1)")
+        for name in ("dropout", "attn_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} {getattr(self, name)} is outside [0, 1)")
+        ids = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id}
+        for name, value in ids.items():
+            if value >= self.vocab_size:
+                raise ConfigError(f"{name} {value} is outside the vocabulary of "
+                                  f"{self.vocab_size}")
+        if len(set(ids.values())) < len(ids):
+            raise ConfigError(f"special token ids must differ: {ids}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

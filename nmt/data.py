@@ -84,22 +84,45 @@ class TokenArray:
         for path in (idx_path, bin_path):
             if not path.is_file():
                 raise DataError("missing prepared data file; run `nmt prepare`", where=str(path))
-        self.offsets = np.load(idx_path, mmap_mode="r")
+        self.offsets = _load_offsets(idx_path)
         size = bin_path.stat().st_size
-        n = size // np.dtype(dtype).itemsize
-        if int(self.offsets[-1]) != n:
+        n, rest = divmod(size, np.dtype(dtype).itemsize)
+        if rest or int(self.offsets[-1]) != n:
             raise DataError(
-                f"truncated: index expects {int(self.offsets[-1])} tokens, file has {n}",
-                where=str(bin_path))
+                f"truncated: index expects {int(self.offsets[-1])} tokens, file has "
+                f"{size} bytes of {np.dtype(dtype).name}", where=str(bin_path))
         self.ids = (np.memmap(bin_path, dtype=dtype, mode="r") if n
                     else np.zeros(0, dtype=dtype))
         self.lengths = np.diff(self.offsets).astype(np.int64)  # (N,) tokens per sentence
+        if (self.lengths < 0).any():
+            raise DataError("sentence offsets decrease: damaged index", where=str(idx_path))
+
+    def check_ids(self, vocab_size: int) -> None:
+        """Every id is a piece of the vocabulary (a damaged file must not crash training)."""
+        if len(self.ids) and int(self.ids.max()) >= vocab_size:
+            raise DataError(f"token id {int(self.ids.max())} is outside the vocabulary of "
+                            f"{vocab_size}", where=f"{self.prefix}.bin")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+
+def _load_offsets(path: Path) -> np.ndarray:
+    """A `.idx.npy` file: int64 offsets starting at 0, read without unpickling."""
+    try:
+        offsets = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"not a valid offsets array ({str(exc).splitlines()[0][:120]})",
+                        where=str(path)) from None
+    if offsets.dtype != np.int64 or offsets.ndim != 1 or len(offsets) < 1:
+        raise DataError(f"offsets must be a 1-D int64 array, found {offsets.dtype} with shape "
+                        f"{offsets.shape}", where=str(path))
+    if int(offsets[0]) != 0:
+        raise DataError("offsets must start at 0: damaged index", where=str(path))
+    return offsets
 
 
 @dataclass(frozen=True)
@@ -150,11 +173,42 @@ class PreparedData:
         if len(src) != len(tgt):
             raise DataError(f"{name}: {len(src)} source but {len(tgt)} target sentences",
                             where=str(self.path))
+        for array_ in (src, tgt):
+            array_.check_ids(len(self.vocab))
         return ParallelSplit(name, src, tgt)
 
     def raw_path(self, split: str, lang: str) -> Path:
         """The untokenized text of a validation or test split (for scoring)."""
         return self.path / f"{split}.raw.{lang}"
+
+
+def check_manifest(manifest: Any, *, where: str) -> None:
+    """Type and range of every manifest field `nmt train` relies on."""
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise DataError(what, where=where)
+
+    need(isinstance(manifest, dict), "the manifest must be a JSON object")
+    need(manifest.get("format") == MANIFEST_FORMAT,
+         f"unknown format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}")
+    for key in ("corpus", "src_lang", "tgt_lang", "content_hash"):
+        need(isinstance(manifest.get(key), str) and manifest[key] != "",
+             f"{key} must be a non-empty string")
+    need(manifest.get("dtype") in ("uint16", "int32"),
+         f"dtype must be uint16 or int32, not {manifest.get('dtype')!r}")
+    spm = manifest.get("spm")
+    need(isinstance(spm, dict), "spm must be an object (file, sha256, vocab_size)")
+    need(isinstance(spm.get("file"), str) and Path(spm["file"]).name == spm["file"] != "",
+         f"spm.file must be a file name in the data directory, not {spm.get('file')!r}")
+    need(isinstance(spm.get("sha256"), str) and len(spm["sha256"]) == 64,
+         "spm.sha256 must be a sha256 digest")
+    splits = manifest.get("splits")
+    need(isinstance(splits, dict) and "train" in splits, "splits must name a train split")
+    for name, split in splits.items():
+        need(isinstance(split, dict) and isinstance(split.get("pairs"), int)
+             and not isinstance(split["pairs"], bool) and split["pairs"] >= 0,
+             f"splits.{name}.pairs must be a count")
 
 
 def load_prepared(path: str | os.PathLike) -> PreparedData:
@@ -170,9 +224,7 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"unreadable manifest ({exc})", where=str(manifest_path)) from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise DataError(f"unknown format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}",
-                        where=str(manifest_path))
+    check_manifest(manifest, where=str(manifest_path))
     vocab = Vocabulary.from_file(path / manifest["spm"]["file"])
     if vocab.sha256 != manifest["spm"]["sha256"]:
         raise DataError("SentencePiece model does not match the manifest's hash",

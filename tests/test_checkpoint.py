@@ -132,3 +132,62 @@ def test_list_checkpoints_in_step_order(tmp_path, tiny_model, tiny_vocab):
     assert [s for s, _ in list_checkpoints(tmp_path)] == [20, 300, 1000]
     with pytest.raises(CheckpointError, match="is a run directory"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("n_heads", 0, "n_heads = 0 is outside"),
+    ("n_heads", -4, "n_heads = -4 is outside"),
+    ("max_positions", 0, "max_positions = 0 is outside"),
+    ("max_positions", 10**12, "max_positions = 1000000000000 is outside"),
+    ("eos_id", 10**5, "eos_id 100000 is outside the vocabulary"),
+    ("d_model", "512", "d_model must be int"),
+    ("dropout", True, "dropout must be float"),
+])
+def test_a_damaged_config_is_refused_by_name(tmp_path, tiny_model, tiny_vocab, field, value,
+                                             message):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    config = json.loads((path / "config.json").read_text())
+    config[field] = value
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert "config.json" in str(info.value)
+
+
+@pytest.mark.parametrize("step", ["12", 1.5, -1, True, None])
+def test_a_step_that_is_not_a_count_is_refused(tmp_path, tiny_model, tiny_vocab, step):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["step"] = step
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="step must be a non-negative integer"):
+        load_checkpoint(path)
+
+
+def test_another_vocabulary_of_the_same_size_is_refused(tmp_path, tiny_model, tiny_vocab):
+    from conftest import toy_pairs
+
+    from nmt.vocab import train_sentencepiece
+
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    assert json.loads((path / "meta.json").read_text())["vocab_sha256"] == tiny_vocab.sha256
+    other = train_sentencepiece([t.upper() for pair in toy_pairs() for t in pair],
+                                vocab_size=len(tiny_vocab))
+    assert len(other) == len(tiny_vocab) and other.sha256 != tiny_vocab.sha256
+    other.save(path / "spm.model")
+    with pytest.raises(CheckpointError, match="not the vocabulary these weights were trained"):
+        load_checkpoint(path)
+
+
+def test_a_pickle_in_train_state_is_one_line_without_torch_warnings(tmp_path, tiny_model,
+                                                                    tiny_vocab):
+    import pickle
+
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META, train_state={"x": 1})
+    (path / "train_state.pt").write_bytes(pickle.dumps({"x": object()}, protocol=4))
+    code = ("import sys; from nmt.checkpoint import load_train_state\n"
+            "try:\n    load_train_state(sys.argv[1])\nexcept Exception as e:\n    print(e)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True)
+    assert proc.stderr == "", proc.stderr
+    assert "unreadable training state" in proc.stdout

@@ -1,0 +1,82 @@
+"""Prepared data read from disk is validated: damaged files are one-line DataErrors."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from nmt.data import MANIFEST_FORMAT, TokenArrayWriter, load_prepared
+from nmt.errors import DataError
+
+
+@pytest.fixture
+def prepared(tmp_path, tiny_vocab):
+    """A minimal prepared directory: train and valid splits of three sentences each."""
+    path = tmp_path / "data"
+    path.mkdir()
+    tiny_vocab.save(path / "spm.model")
+    for split in ("train", "valid"):
+        for lang in ("en", "de"):
+            with TokenArrayWriter(path / f"{split}.{lang}", np.uint16) as w:
+                for ids in ([5, 6, 7], [8], [9, 10]):
+                    w.append(ids)
+    manifest = {"format": MANIFEST_FORMAT, "corpus": "toy", "src_lang": "en", "tgt_lang": "de",
+                "dtype": "uint16", "content_hash": "c" * 64,
+                "spm": {"file": "spm.model", "sha256": tiny_vocab.sha256,
+                        "vocab_size": len(tiny_vocab)},
+                "splits": {"train": {"pairs": 3}, "valid": {"pairs": 3}}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_a_sound_directory_loads(prepared):
+    data = load_prepared(prepared)
+    assert [list(s) for s in data.split("train").src] == [[5, 6, 7], [8], [9, 10]]
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: [m], "must be a JSON object"),
+    (lambda m: {k: v for k, v in m.items() if k != "spm"}, "spm must be an object"),
+    (lambda m: {**m, "dtype": "float64"}, "dtype must be uint16 or int32"),
+    (lambda m: {**m, "spm": {**m["spm"], "file": "../../etc/x"}}, "spm.file must be a file"),
+    (lambda m: {**m, "splits": {"train": {"pairs": "3"}}}, "splits.train.pairs"),
+])
+def test_a_damaged_manifest_is_refused(prepared, change, message):
+    path = prepared / "manifest.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    with pytest.raises(DataError, match=message) as info:
+        load_prepared(prepared)
+    assert "manifest.json" in str(info.value)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: p.write_bytes(b""), "not a valid offsets array"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-5]), "not a valid offsets array"),
+    (lambda p: np.save(p, np.array([0.0, 3.0, 4.0, 6.0])), "1-D int64"),
+    (lambda p: np.save(p, np.array([{"a": 1}], dtype=object)), "not a valid offsets array"),
+    (lambda p: p.write_bytes(pickle.dumps([0, 3, 4, 6])), "not a valid offsets array"),
+    (lambda p: np.save(p, np.array([0, 4, 3, 6], dtype=np.int64)), "offsets decrease"),
+    (lambda p: np.save(p, np.array([1, 3, 4, 6], dtype=np.int64)), "start at 0"),
+])
+def test_a_damaged_index_is_refused(prepared, damage, message):
+    damage(prepared / "train.en.idx.npy")
+    with pytest.raises(DataError, match=message) as info:
+        load_prepared(prepared).split("train")
+    assert "train.en" in str(info.value)
+
+
+def test_a_truncated_token_file_is_refused(prepared):
+    path = prepared / "train.de.bin"
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(DataError, match="truncated"):
+        load_prepared(prepared).split("train")
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_before_training(prepared, tiny_vocab):
+    path = prepared / "valid.de.bin"
+    ids = np.fromfile(path, dtype=np.uint16)
+    ids[2] = len(tiny_vocab) + 7
+    ids.tofile(path)
+    with pytest.raises(DataError, match=f"token id {len(tiny_vocab) + 7} is outside"):
+        load_prepared(prepared).split("valid")
