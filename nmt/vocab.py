@@ -114,4 +114,78 @@ def train_sentencepiece(
         )
     except RuntimeError as exc:
         raise DataError(f"SentencePiece training failed: {exc}") from None
-    return Vocabulary(buffer.getvalue())
+    return Vocabulary(without_thread_count(buffer.getvalue()))
+
+
+# --- the model file's bytes ------------------------------------------------------------------
+_TRAINER_SPEC = 2  # ModelProto.trainer_spec
+_NUM_THREADS = 16  # TrainerSpec.num_threads
+
+
+def without_thread_count(model: bytes) -> bytes:
+    """The SentencePiece model with `trainer_spec.num_threads` removed.
+
+    SentencePiece records the thread count it trained with; the pieces and scores do not depend
+    on it, but the bytes (and so the vocabulary's hash and the prepared data's content hash)
+    would differ between machines. The field is optional, so the model loads unchanged.
+    """
+    out = bytearray()
+    for field, wire, start, end, body in _fields(model):
+        if field == _TRAINER_SPEC and wire == 2:
+            spec = _drop_field(body, _NUM_THREADS)
+            out += _varint((field << 3) | 2) + _varint(len(spec)) + spec
+        else:
+            out += model[start:end]
+    return bytes(out)
+
+
+def _drop_field(message: bytes, number: int) -> bytes:
+    return b"".join(message[start:end] for field, _, start, end, _ in _fields(message)
+                    if field != number)
+
+
+def _fields(data: bytes):
+    """(field number, wire type, start, end, payload of a length-delimited field) per field."""
+    i = 0
+    while i < len(data):
+        start = i
+        key, i = _read_varint(data, i)
+        field, wire = key >> 3, key & 7
+        payload = b""
+        if wire == 0:
+            _, i = _read_varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 2:
+            length, i = _read_varint(data, i)
+            payload, i = data[i:i + length], i + length
+        elif wire == 5:
+            i += 4
+        else:
+            raise DataError(f"not a SentencePiece model (protobuf wire type {wire})")
+        if i > len(data):
+            raise DataError("not a SentencePiece model (truncated protobuf)")
+        yield field, wire, start, i, payload
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data) or shift > 63:
+            raise DataError("not a SentencePiece model (bad protobuf varint)")
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
