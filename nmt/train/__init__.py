@@ -5,7 +5,7 @@ Adam (0.9, 0.98, 1e-9) with lr = d_model^-0.5 * min(step^-0.5, step * warmup^-1.
 smoothing 0.1, dropout 0.1 (base) or 0.3 (big), 100k steps (base) or 300k (big). Every value is a
 field of `TrainConfig`, so a flag or a JSON config file overrides it.
 
-A run directory (layout: `rundir`) holds `config.json` (the resolved `TrainConfig`),
+A run directory (layout: `rundir`) holds `train_config.json` (the resolved `TrainConfig`),
 `metrics.jsonl`, `checkpoints/step-XXXXXXXX/` and `best/`. Training resumes from its newest
 checkpoint exactly: model, optimizer, loss scaler, every RNG and the position in the data order
 are restored, and the data order of an epoch depends on (seed, epoch) alone, so an interrupted

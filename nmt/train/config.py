@@ -25,7 +25,7 @@ MODEL_FLAGS = ("dropout",)  # command-line overrides that change the ModelConfig
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     data: str = ""  # prepared data directory (written by `nmt prepare`)
-    run: str = ""  # run directory: config.json, metrics.jsonl, checkpoints/, best/
+    run: str = ""  # run directory: train_config.json, metrics.jsonl, checkpoints/, best/
     preset: str = "base"  # the model preset these defaults came from
     model: ModelConfig = field(default_factory=model_presets.base)  # architecture and dropout
     batch_tokens: int = 25_000  # tokens per update over all workers (padded longer side per pair)
@@ -149,7 +149,8 @@ def apply_overrides(cfg: TrainConfig, values: dict[str, Any], *, where: str | No
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:
-    """A JSON config file (e.g. a run's config.json) on top of the recipe of its `preset`."""
+    """A JSON config file (e.g. a run's train_config.json) on top of the recipe of its
+    `preset`."""
     path = Path(path)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))

@@ -2,7 +2,9 @@
 
 A run directory holds:
 
-- `config.json`: the resolved `TrainConfig`,
+- `train_config.json`: the resolved `TrainConfig` (runs written before the rename have it as
+  `config.json`, which is still read when resuming; a checkpoint's `config.json` is something
+  else, its `ModelConfig`),
 - `metrics.jsonl`: one JSON record per line, and `tensorboard/` with `--tensorboard`,
 - `checkpoints/step-XXXXXXXX/`: step checkpoints (nmt/checkpoint.py's format and naming, shared
   with `nmt average`),
@@ -20,7 +22,8 @@ from nmt import files
 from nmt.checkpoint import TRAIN_STATE, checkpoint_name, list_checkpoints
 from nmt.errors import ConfigError
 
-CONFIG = "config.json"  # the run's resolved TrainConfig
+CONFIG = "train_config.json"  # the run's resolved TrainConfig
+LEGACY_CONFIG = "config.json"  # what runs written before the rename call it
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
@@ -33,8 +36,11 @@ def config_path(run: Path) -> Path:
 
 
 def existing_config(run: Path) -> Path | None:
-    """The run's saved TrainConfig, if it has one."""
-    return config_path(run) if config_path(run).is_file() else None
+    """The run's saved TrainConfig: `train_config.json`, else an older run's `config.json`."""
+    for name in (CONFIG, LEGACY_CONFIG):
+        if (run / name).is_file():
+            return run / name
+    return None
 
 
 def write_config(run: Path, values: dict[str, Any]) -> None:

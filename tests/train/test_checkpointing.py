@@ -47,7 +47,7 @@ def test_the_run_directory(tmp_path, toy_data):
     assert state["step"] == 8 and "optimizer" in state and len(state["rng"]) == 1
     best = load_checkpoint(run / "best")
     assert not (run / "best" / "train_state.pt").exists() and best.step == result.best_step
-    saved = train.load_config(run / "config.json")
+    saved = train.load_config(run / "train_config.json")
     assert saved.max_steps == 8 and saved.model.d_model == 32 and saved.data == str(toy_data)
     metrics = read_metrics(run)
     kinds = {r["kind"] for r in metrics}
