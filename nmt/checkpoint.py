@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nmt import __version__
+from nmt import __version__, files
 from nmt.config import ModelConfig
 from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.vocab import Vocabulary
@@ -107,7 +107,7 @@ def write_checkpoint(
     meta: dict[str, Any],
     train_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically: into a temporary sibling, then rename.
+    """Write a checkpoint directory atomically: into a temporary sibling, then publish it.
 
     An existing checkpoint of the same name is replaced only once the new one is complete.
     """
@@ -115,7 +115,7 @@ def write_checkpoint(
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp = files.temp_name(path)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -130,23 +130,12 @@ def write_checkpoint(
         torch.save(train_state, tmp / TRAIN_STATE)
     (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n",
                             encoding="utf-8")
-    for f in tmp.iterdir():
-        _fsync(f)
-    replace_directory(tmp, path)
-    _fsync(path.parent)
+    files.publish_directory(tmp, path)  # fsyncs the files, swaps, fsyncs the parent
     return path
 
 
-def replace_directory(tmp: Path, path: Path) -> None:
-    """Move the finished directory `tmp` to `path`; an existing `path` is swapped out first and
-    removed only after the new one is in place."""
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+# `nmt.export` still imports this name; new code calls `files.publish_directory`.
+replace_directory = files.publish_directory
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, vocab: Vocabulary,
@@ -154,16 +143,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, vocab: Vocabulary
     """Write `model` (its config comes from `model.config`) as a checkpoint directory."""
     return write_checkpoint(path, tensors=unique_state_dict(model), config=model.config,
                             vocab=vocab, meta=meta, train_state=train_state)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def check_checkpoint_dir(path: str | os.PathLike) -> Path:

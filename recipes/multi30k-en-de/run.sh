@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Multi30k English→German (Elliott et al., 2016) with the tiny Transformer (3+3 layers, d_model
 # 128, d_ff 256, 4 heads, dropout 0.1, 8k joint BPE): minutes on one GPU, about an hour on a
-# laptop CPU. config.json is the resolved training config of the run measured in README.md.
+# laptop CPU. config.json is the resolved training config (the run directory's
+# train_config.json) of the run measured in README.md.
 # Usage: bash recipes/multi30k-en-de/run.sh [MAX_TIME]   e.g. 60m on a 2-core CPU; default: the
 # config's 20k updates. SHARED points at the corpora (default ../shared/data).
 set -euo pipefail

@@ -1,0 +1,188 @@
+"""Saving and resuming: what goes into a step checkpoint, keep-last pruning (train_state.pt only
+in the newest few), best/, and restoring a `TrainState` from the newest checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt import distributed, files
+from nmt.checkpoint import (
+    TRAIN_STATE,
+    load_checkpoint,
+    load_train_state,
+    load_weights,
+    read_config,
+    read_meta,
+    save_checkpoint,
+)
+from nmt.errors import CheckpointError, ConfigError
+from nmt.train import rundir
+from nmt.train.session import Session, TrainState, rng_state, seed_everything, set_rng_state
+from nmt.train.validate import score_validation, validate
+
+log = logging.getLogger(__name__)
+
+KEEP_TRAIN_STATE = 2  # newest checkpoints that keep train_state.pt; older ones keep weights only
+
+
+# --- saving --------------------------------------------------------------------------------------
+def checkpoint_meta(sess: Session, state: TrainState, valid: dict | None) -> dict[str, Any]:
+    data = sess.data
+    meta: dict[str, Any] = {
+        "step": state.step, "epoch": state.epoch, "preset": sess.cfg.preset,
+        "data": {"name": data.name, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang,
+                 "content_hash": data.content_hash},
+    }
+    if valid is not None:
+        meta["valid"] = {k: valid[k] for k in ("loss", "nll", "ppl", "bleu")}
+    return meta
+
+
+def train_state_dict(sess: Session, state: TrainState, rngs: list[dict]) -> dict[str, Any]:
+    return {
+        "step": state.step, "epoch": state.epoch, "batch_index": state.batch_index,
+        "elapsed": state.elapsed, "best_score": state.best_score, "best_step": state.best_step,
+        "stale": state.stale, "bad_streak": state.bad_streak,
+        "optimizer": state.optimizer.state_dict(), "scaler": state.scaler.state_dict(),
+        "lr_schedule": sess.cfg.lr_schedule, "rng": rngs, "world_size": sess.world.size,
+        "order": {"seed": sess.cfg.seed, "batch_tokens": sess.cfg.batch_tokens},
+    }
+
+
+def save(sess: Session, state: TrainState, valid: dict | None = None) -> Path:
+    """Write a step checkpoint (rank 0) with every worker's RNG state; prune old ones."""
+    rngs = distributed.gather_objects(rng_state(sess.world), sess.world)
+    path = rundir.checkpoint_path(sess.run, state.step)
+    if sess.world.is_main:
+        save_checkpoint(path, state.model, sess.data.vocab, checkpoint_meta(sess, state, valid),
+                        train_state=train_state_dict(sess, state, rngs))
+        prune(sess.run, sess.cfg.keep_last)
+    state.saved_at = state.position
+    return path
+
+
+def validate_and_save(sess: Session, state: TrainState) -> bool:
+    """Validate (rank 0), write the step checkpoint and best/; True when patience ran out."""
+    result = None
+    if sess.world.is_main and sess.valid is not None:
+        result = validate(sess, state)
+        score_validation(state, result)
+        sess.metrics.write(result)
+    save(sess, state, result)
+    if result is not None and result["best"]:
+        meta = checkpoint_meta(sess, state, result)
+        save_checkpoint(rundir.best_path(sess.run), state.model, sess.data.vocab, meta)
+    patience = sess.cfg.patience
+    stop = torch.tensor([float(patience is not None and state.stale >= patience)],
+                        device=sess.world.device)
+    return bool(distributed.broadcast_from_main(stop, sess.world).item())
+
+
+def prune(run: Path, keep_last: int) -> None:
+    """Keep the newest `keep_last` step checkpoints, and train_state.pt in the newest few."""
+    found = rundir.checkpoints(run)
+    for _, path in found[:-keep_last]:
+        trash = path.with_name(f".trash-{path.name}")
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    for _, path in found[-keep_last:][:-KEEP_TRAIN_STATE]:
+        (path / TRAIN_STATE).unlink(missing_ok=True)
+
+
+# --- resuming ------------------------------------------------------------------------------------
+def clean_partial_writes(run: Path) -> None:
+    """Remove what a killed writer left behind (temporary and half-deleted checkpoints), and
+    finish or undo an interrupted swap of best/."""
+    root = rundir.checkpoints_dir(run)
+    if root.is_dir():
+        for child in root.iterdir():
+            if child.name.startswith(".") and child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+    files.recover(rundir.best_path(run))
+
+
+def check_compatible(sess: Session, path: Path) -> None:
+    """Refuse to resume a run on other data or with another architecture."""
+    meta = read_meta(path)
+    theirs = (meta.get("data") or {}).get("content_hash")
+    if theirs != sess.data.content_hash:
+        raise ConfigError(
+            f"the run was trained on other data ({(meta.get('data') or {}).get('name')}, "
+            f"content {str(theirs)[:12]}) than {sess.cfg.data} (content "
+            f"{sess.data.content_hash[:12]}); use a new --run", where=str(sess.run))
+    ignore = {"dropout", "attn_dropout", "activation_dropout"}
+    old, new = read_config(path).to_dict(), sess.cfg.model.to_dict()
+    differ = [f"{k} {old[k]} -> {new[k]}" for k in old if k not in ignore and old[k] != new[k]]
+    if differ:
+        raise ConfigError(f"the run's checkpoints have another architecture ({', '.join(differ)});"
+                          " use a new --run or the run's own settings", where=str(sess.run))
+
+
+def resume(sess: Session, state: TrainState) -> Path | None:
+    """Restore `state` from the run's newest checkpoint, if there is one."""
+    if sess.world.is_main:
+        clean_partial_writes(sess.run)
+    path = rundir.latest_resumable(sess.run)
+    if path is None:
+        return None
+    check_compatible(sess, path)
+    ckpt = load_checkpoint(path)
+    load_weights(state.model, {k: v.to(sess.world.device) for k, v in ckpt.tensors.items()},
+                 where=str(path))
+    saved = load_train_state(path)
+    try:
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.scaler.load_state_dict(saved["scaler"])
+        for name in ("step", "epoch", "batch_index", "elapsed", "best_score", "best_step",
+                     "stale", "bad_streak"):
+            setattr(state, name, saved[name])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"training state does not fit ({exc})",
+                              where=str(path / TRAIN_STATE)) from None
+    restore_rngs(sess, saved)
+    warn_order_change(sess, saved)
+    state.saved_at = state.position
+    if sess.metrics is not None:
+        sess.metrics.truncate_after(state.step)
+        repair_best(sess, state)
+    return path
+
+
+def restore_rngs(sess: Session, saved: dict[str, Any]) -> None:
+    rngs = saved["rng"]
+    if len(rngs) == sess.world.size:
+        set_rng_state(rngs[sess.world.rank], sess.world)
+    else:
+        log.warning("resuming %d-worker state on %d workers: dropout streams are re-seeded",
+                    len(rngs), sess.world.size)
+        seed_everything(sess.cfg.seed + 1_000_003 * saved["step"] + sess.world.rank)
+
+
+def warn_order_change(sess: Session, saved: dict[str, Any]) -> None:
+    order = saved.get("order") or {}
+    now = {"seed": sess.cfg.seed, "batch_tokens": sess.cfg.batch_tokens}
+    if order and order != now and sess.world.is_main:
+        log.warning("seed or batch tokens changed since the checkpoint (%s -> %s): the rest of "
+                    "this epoch follows a different data order", order, now)
+
+
+def repair_best(sess: Session, state: TrainState) -> None:
+    """If a kill fell between writing a checkpoint and copying it to best/, finish the copy."""
+    best = rundir.best_path(sess.run)
+    if state.best_step != state.step:
+        return
+    with contextlib.suppress(CheckpointError):
+        if read_meta(best).get("step") == state.step:
+            return
+    tmp = files.temp_name(best)
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(rundir.checkpoint_path(sess.run, state.step), tmp,
+                    ignore=shutil.ignore_patterns(TRAIN_STATE))
+    files.publish_directory(tmp, best)

@@ -1,0 +1,158 @@
+"""Reporting progress: the `Reporter` the CLI replaces with a live display, metrics.jsonl (and
+TensorBoard), and the running sums behind each record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nmt import files
+from nmt.train import rundir
+
+if TYPE_CHECKING:
+    from nmt.train.session import Session, TrainState
+    from nmt.train.step import StepOutput
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Receives progress on rank 0. This one logs; the CLI passes one with a Rich live display.
+
+    Instances travel to spawned workers, so they must pickle (create consoles lazily).
+    """
+
+    def setup(self, rank: int) -> None:
+        """Called first in every worker process (spawned workers start with no logging)."""
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                                format="%(message)s")
+
+    def start(self, info: dict[str, Any]) -> None:
+        log.info("training from step %d to %d: %s", info["step"], info["max_steps"],
+                 info["layout"])
+
+    def progress(self, stats: dict[str, Any]) -> None:
+        """Every update: step, epoch, loss, ppl, lr, tokens_per_s, gpu_mem_gb, eta_s."""
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Every metrics.jsonl record (kind "train" or "valid")."""
+        log.info(format_record(record))
+
+    def stop(self) -> None:
+        """Training is over (or failed); release the display."""
+
+
+def format_record(r: dict[str, Any]) -> str:
+    if r["kind"] == "valid":
+        bleu = f", BLEU {r['bleu']:.2f}" if r.get("bleu") is not None else ""
+        return (f"step {r['step']:,} valid: loss {r['loss']:.3f}, ppl {r['ppl']:.2f}{bleu}"
+                + (" (best)" if r.get("best") else ""))
+    return (f"step {r['step']:,} epoch {r['epoch']}: loss {r['loss']:.3f}, ppl {r['ppl']:.2f}, "
+            f"lr {r['lr']:.2e}, {r['tokens_per_s']:,.0f} tok/s")
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line) and, optionally, TensorBoard events. Rank 0."""
+
+    def __init__(self, run: Path, tensorboard: bool, reporter: Reporter) -> None:
+        self.path = rundir.metrics_path(run)
+        self.reporter = reporter
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(rundir.tensorboard_dir(run)))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records a killed run wrote after the checkpoint it resumes from."""
+        if not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if _record_step(line) <= step]
+        files.write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any], *, show: bool = True) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "kind") and isinstance(value, int | float):
+                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+            self.writer.flush()
+        if show:
+            self.reporter.record(record)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _record_step(line: str) -> float:
+    """The step of a metrics line; infinite for a line cut short by a kill (it is dropped)."""
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return math.inf
+
+
+@dataclass
+class Meter:
+    """Sums between two log records, and a smoothed rate for the live display."""
+
+    loss: float = 0.0
+    nll: float = 0.0
+    tokens: int = 0
+    steps: int = 0
+    since: float = field(default_factory=time.perf_counter)
+    rate: float = 0.0  # updates per second, smoothed
+    tok_rate: float = 0.0  # target tokens per second, smoothed
+
+    def add(self, out: StepOutput, seconds: float) -> None:
+        self.loss += out.loss
+        self.nll += out.nll
+        self.tokens += out.tokens
+        self.steps += 1
+        alpha = 0.1 if self.rate else 1.0
+        self.rate = (1 - alpha) * self.rate + alpha / max(seconds, 1e-9)
+        self.tok_rate = (1 - alpha) * self.tok_rate + alpha * out.tokens / max(seconds, 1e-9)
+
+    def record(self, state: TrainState, lr: float) -> dict[str, Any]:
+        seconds = max(time.perf_counter() - self.since, 1e-9)
+        n = max(self.tokens, 1)
+        rec = {"kind": "train", "step": state.step, "epoch": state.epoch, "loss": self.loss / n,
+               "nll": self.nll / n, "ppl": math.exp(min(self.nll / n, 100.0)), "lr": lr,
+               "tokens_per_s": self.tokens / seconds, "time": state.elapsed}
+        self.loss = self.nll = 0.0
+        self.tokens = self.steps = 0
+        self.since = time.perf_counter()
+        return rec
+
+
+def report_step(sess: Session, state: TrainState, out: StepOutput, meter: Meter) -> None:
+    """Rank 0: the live display every update, a metrics.jsonl record every `log_every`."""
+    if sess.world.is_main:
+        sess.reporter.progress(progress(sess, state, out, meter))
+        if out.updated and state.step % sess.cfg.log_every == 0:
+            sess.metrics.write(meter.record(state, out.lr))
+
+
+def progress(sess: Session, state: TrainState, out: StepOutput, meter: Meter) -> dict[str, Any]:
+    cfg, dev = sess.cfg, sess.world.device
+    eta = (cfg.max_steps - state.step) / meter.rate if meter.rate else None
+    if cfg.max_time is not None:
+        left = max(cfg.max_time - state.elapsed, 0.0)
+        eta = left if eta is None else min(eta, left)
+    mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    nll = out.nll / max(out.tokens, 1)
+    return {"step": state.step, "max_steps": cfg.max_steps, "epoch": state.epoch,
+            "loss": out.loss / max(out.tokens, 1), "ppl": math.exp(min(nll, 100.0)),
+            "lr": out.lr, "tokens_per_s": meter.tok_rate, "gpu_mem_gb": mem, "eta_s": eta,
+            "best_bleu": state.best_score if (state.best_score or 0) >= 0 else None}

@@ -1,0 +1,1 @@
+"""Tests of nmt.train, one file per module."""

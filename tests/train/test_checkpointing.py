@@ -1,0 +1,143 @@
+"""Checkpoints, pruning, best/, and resuming bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nmt import train
+from nmt.checkpoint import list_checkpoints, load_checkpoint, load_train_state
+from nmt.cli import app
+from nmt.data import load_prepared
+from nmt.errors import ConfigError
+
+from .support import (
+    SMALL_MODEL,
+    cli,
+    cli_env,
+    read_metrics,
+    small_run,
+    wait_for_checkpoint,
+    weights,
+    write_prepared,
+)
+
+
+def test_the_run_directory(tmp_path, toy_data):
+    run = tmp_path / "run"
+    result = train.main(data=toy_data, run=run, preset="tiny",
+                        overrides=small_run(max_steps=8, save_every=2, keep_last=3))
+    assert result.steps == 8 and result.reason == "max steps"
+    found = list_checkpoints(run)
+    assert [s for s, _ in found] == [4, 6, 8]
+    # older checkpoints keep their weights (for averaging) but drop the optimizer state
+    assert [(p / "train_state.pt").exists() for _, p in found] == [False, True, True]
+    ckpt = load_checkpoint(found[-1][1])
+    assert ckpt.meta["step"] == 8 and ckpt.meta["data"]["name"] == "toy"
+    assert ckpt.meta["data"]["content_hash"] == load_prepared(toy_data).content_hash
+    assert set(ckpt.meta["valid"]) >= {"loss", "bleu"}
+    state = load_train_state(found[-1][1])  # weights_only=True
+    assert state["step"] == 8 and "optimizer" in state and len(state["rng"]) == 1
+    best = load_checkpoint(run / "best")
+    assert not (run / "best" / "train_state.pt").exists() and best.step == result.best_step
+    saved = train.load_config(run / "train_config.json")
+    assert saved.max_steps == 8 and saved.model.d_model == 32 and saved.data == str(toy_data)
+    metrics = read_metrics(run)
+    kinds = {r["kind"] for r in metrics}
+    assert {"start", "train", "valid", "end"} <= kinds
+    lrs = {r["step"]: r["lr"] for r in metrics if r["kind"] == "train"}
+    assert lrs[5] == pytest.approx(train.learning_rate(saved, 5))
+    # a finished run resumes to nothing more to do
+    again = train.main(data=toy_data, run=run)
+    assert again.steps == 8 and again.start_step == 8
+
+
+RESUME_RUN = small_run(max_steps=30, save_every=5, batch_tokens=150, keep_last=30, log_every=5,
+                       valid_bleu_lines=2)
+
+
+@pytest.fixture(scope="module")
+def resume_setup(tmp_path_factory, toy_data):
+    """A config file and the final weights of one uninterrupted run of it."""
+    root = tmp_path_factory.mktemp("resume")
+    config = root / "config.json"
+    config.write_text(json.dumps({"preset": "tiny", **RESUME_RUN}))
+    torch.set_num_threads(1)
+    result = train.main(data=toy_data, run=root / "straight", config_file=config)
+    assert result.steps == 30
+    return config, weights(Path(result.last_checkpoint))
+
+
+def assert_bitwise_equal(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]):
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, toy_data, resume_setup):
+    config, expected = resume_setup
+    run = tmp_path / "killed"
+    command = cli(toy_data, "--config", config, "--run", run)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env())
+    killed_after = wait_for_checkpoint(proc, run)
+    proc.kill()
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and killed_after < 30
+    # the same command again, run in this process to spare a second interpreter start
+    resumed = CliRunner().invoke(app, [str(a) for a in command[3:]])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from" in resumed.output
+    final = list_checkpoints(run)[-1]
+    assert final[0] == 30
+    assert_bitwise_equal(weights(final[1]), expected)
+    steps = [r["step"] for r in read_metrics(run) if r["kind"] == "train"]
+    assert steps == sorted(set(steps))  # the killed run's extra records were dropped
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_exits_0_and_resumes_exactly(tmp_path, toy_data, resume_setup):
+    config, expected = resume_setup
+    run = tmp_path / "stopped"
+
+    def stop_after_first_checkpoint():
+        while not list_checkpoints(run):
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # should the signal land after training, it must not kill the test process
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        watcher = threading.Thread(target=stop_after_first_checkpoint, daemon=True)
+        watcher.start()
+        result = CliRunner().invoke(app, ["train", str(toy_data), "--config", str(config),
+                                          "--run", str(run)])
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 0, result.output
+    assert "stopped by SIGTERM" in result.output and "resume" in result.output
+    stopped_at = list_checkpoints(run)[-1][0]
+    assert stopped_at < 30
+    resumed = train.main(data=toy_data, run=run, config_file=config)
+    assert resumed.start_step == stopped_at and resumed.steps == 30
+    assert_bitwise_equal(weights(Path(resumed.last_checkpoint)), expected)
+
+
+def test_resume_refuses_other_data_or_architecture(tmp_path, toy_data, tiny_vocab):
+    run = tmp_path / "run"
+    train.main(data=toy_data, run=run, preset="tiny", overrides=small_run(max_steps=3))
+    other = write_prepared(tmp_path / "other", tiny_vocab, {"train": ([[5, 6]], [[7, 8]])})
+    with pytest.raises(ConfigError, match="other data"):
+        train.main(data=other, run=run)
+    with pytest.raises(ConfigError, match="architecture.*d_model 32 -> 64"):
+        train.main(data=toy_data, run=run, preset="tiny",
+                   overrides=small_run(model={**SMALL_MODEL, "d_model": 64}))

@@ -1,0 +1,48 @@
+"""TrainConfig, the recipes, overrides and config files."""
+
+import dataclasses
+import json
+
+import pytest
+
+from nmt import train
+from nmt.errors import ConfigError
+
+
+def test_paper_recipes():
+    base, big = train.recipe("base"), train.recipe("big")
+    assert (base.batch_tokens, base.max_steps, base.warmup) == (25_000, 100_000, 4000)
+    assert (base.adam_betas, base.adam_eps, base.label_smoothing) == ((0.9, 0.98), 1e-9, 0.1)
+    assert base.model.dropout == 0.1 and base.lr_schedule == "noam" and base.keep_last == 20
+    assert big.max_steps == 300_000 and big.model.dropout == 0.3 and big.model.d_model == 1024
+    with pytest.raises(ConfigError, match="unknown preset"):
+        train.recipe("huge")
+
+
+def test_config_file_round_trip_and_flags_override_it(tmp_path):
+    cfg = train.resolve_config(data="d", run="r", preset="tiny",
+                               overrides={"max_steps": 7, "dropout": 0.2, "max_time": "2h",
+                                          "adam_betas": "0.9,0.99"})
+    assert cfg.max_steps == 7 and cfg.model.dropout == 0.2 and cfg.max_time == 7200.0
+    assert cfg.adam_betas == (0.9, 0.99) and cfg.warmup == train.recipe("tiny").warmup
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert train.load_config(path) == cfg
+    again = train.resolve_config(config_file=path, overrides={"seed": 9})
+    assert again == dataclasses.replace(cfg, seed=9)
+
+
+def test_config_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "max_steps": 5,\n  oops\n}')
+    with pytest.raises(ConfigError, match=r"bad\.json:3"):
+        train.load_config(bad)
+    bad.write_text('{"max_stepz": 5}')
+    with pytest.raises(ConfigError, match="unknown training config fields: max_stepz"):
+        train.load_config(bad)
+    with pytest.raises(ConfigError, match="not both"):
+        train.resolve_config(data="d", run="r", preset="tiny", config_file=bad)
+    with pytest.raises(ConfigError, match="precision"):
+        train.resolve_config(data="d", run="r", overrides={"precision": "fp8"})
+    with pytest.raises(ConfigError, match="duration"):
+        train.parse_duration("soon")
