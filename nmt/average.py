@@ -129,10 +129,16 @@ def evenly_spaced(found: list[tuple[int, Path]], every: int | None) -> list[tupl
 
 def _save_every(run_dir: Path) -> int | None:
     """The run's checkpoint interval, from its training config (None if unknown)."""
-    from nmt.train import read_run_config
+    import json
 
-    values = read_run_config(run_dir if run_dir.name != "checkpoints" else run_dir.parent)
-    every = (values or {}).get("save_every")
+    from nmt.train import rundir
+
+    path = rundir.existing_config(run_dir if run_dir.name != "checkpoints" else run_dir.parent)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):
+        return None
+    every = values.get("save_every") if isinstance(values, dict) else None
     return every if isinstance(every, int) and not isinstance(every, bool) and every > 0 else None
 
 

@@ -296,18 +296,24 @@ def _by_preset(field: str) -> str:
                     "--preset tiny --max-time 30m[/]  ·  run the same command again to resume")
 def train(
     data: Annotated[Path | None, typer.Argument(
-        help="Prepared data directory (from `nmt prepare`); optional with --config.",
-        show_default=False)] = None,
+        help="Prepared data directory (from `nmt prepare`). Default: the one prepared corpus "
+             "in ./data.", show_default=False)] = None,
     run: Annotated[Path | None, typer.Option(
         "--run", "-r", help="Run directory: train_config.json, metrics.jsonl, checkpoints/, "
-                            "best/. Training resumes from its newest checkpoint.",
-        show_default=False, rich_help_panel=DATA)] = None,
+                            "best/. Training resumes from its newest checkpoint. Default: "
+                            "runs/<corpus>-<preset>.", show_default=False, rich_help_panel=DATA)
+    ] = None,
     config: Annotated[Path | None, typer.Option(
         "--config", help="JSON training config (e.g. a run's train_config.json); flags "
                          "override it.", show_default=False, rich_help_panel=DATA)] = None,
     preset: Annotated[Preset | None, typer.Option(
         "--preset", "-p", help="Model and recipe: base and big are the paper's. Default: base, "
                                "or the run's own config when resuming.",
+        show_default=False, rich_help_panel=MODEL)] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        "--init-from", help="Fine-tune: a new run starts from this checkpoint's weights (new "
+                            "optimizer and schedule; same architecture and vocabulary — prepare "
+                            "new data with `nmt prepare ... --vocab-from CKPT`).",
         show_default=False, rich_help_panel=MODEL)] = None,
     dropout: Annotated[float | None, typer.Option(
         "--dropout", help=f"Dropout on sublayer outputs and embedding sums. "
@@ -425,7 +431,8 @@ def train(
                  precision=_value(precision), seed=seed, save_every=save_every,
                  save_epochs=epoch_checkpoints, keep_last=keep_last,
                  valid_bleu_lines=valid_bleu_lines, patience=patience, log_every=log_every,
-                 max_bad_steps=max_bad_steps, tensorboard=tensorboard)
+                 max_bad_steps=max_bad_steps, tensorboard=tensorboard,
+                 init_from=str(init_from) if init_from else None)
     launch = guarded(Launch, nproc=gpus, device=device.value, nnodes=nnodes,
                      node_rank=node_rank, master_addr=master_addr, master_port=master_port,
                      threads=threads)

@@ -278,6 +278,9 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except (FileExistsError, NotADirectoryError):
+        raise FileSystemError("cannot write here: a path component is a file, not a directory",
+                              where=str(path)) from None
     except OSError as exc:
         raise os_failure(exc, lock.parent if exc.errno != errno.EACCES else lock) from None
     try:

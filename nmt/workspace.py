@@ -60,23 +60,27 @@ def default_run(data: Path, preset: str) -> Path:
 
 def _run_time(run: Path) -> float:
     """When a run last wrote something: its metrics file or newest checkpoint."""
-    from nmt.train.rundir import RunDir
+    from nmt.train import rundir
 
-    layout = RunDir(run)
-    stamps = [p.stat().st_mtime for p in (layout.metrics, *layout.checkpoint_dirs())
-              if p.exists()]
+    found = [rundir.metrics_path(run), *(p for _, p in rundir.checkpoints(run)[-1:])]
+    stamps = [p.stat().st_mtime for p in found if p.exists()]
     return max(stamps, default=run.stat().st_mtime)
+
+
+def _is_run(path: Path) -> bool:
+    from nmt.train import rundir
+
+    return (rundir.existing_config(path) is not None or rundir.metrics_path(path).is_file()
+            or bool(rundir.checkpoints(path)))
 
 
 def runs(root: Path | None = None) -> list[Path]:
     """Run directories under `root/runs` (those holding checkpoints or metrics), newest last."""
-    from nmt.train.rundir import RunDir
-
     base = (root or Path.cwd()) / RUNS_DIR
     if not base.is_dir():
         return []
     found = [p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
-             and RunDir(p).is_run()]
+             and _is_run(p)]
     return sorted(found, key=lambda p: (_run_time(p), p.name))
 
 
@@ -91,14 +95,14 @@ def newest_run(root: Path | None = None) -> Choice:
 
 def model_of_run(run: Path) -> Path | None:
     """A run's best model for translation: its average, else best/, else newest checkpoint."""
-    from nmt.train.rundir import RunDir
+    from nmt.checkpoint import META
+    from nmt.train import rundir
 
-    layout = RunDir(run)
-    for candidate in (run / AVERAGE_DIR, layout.best):
-        if (candidate / "meta.json").is_file():
+    for candidate in (run / AVERAGE_DIR, rundir.best_path(run)):
+        if (candidate / META).is_file():
             return candidate
-    newest = layout.checkpoint_dirs()
-    return newest[-1] if newest else None
+    newest = rundir.checkpoints(run)
+    return newest[-1][1] if newest else None
 
 
 def default_model(explicit: Path | None, root: Path | None = None) -> Choice:

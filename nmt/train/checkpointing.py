@@ -22,6 +22,7 @@ from nmt.checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from nmt.config import TRAINING_ONLY_FIELDS
 from nmt.errors import CheckpointError, ConfigError
 from nmt.train import rundir
 from nmt.train.session import Session, TrainState, rng_state, seed_everything, set_rng_state
@@ -117,9 +118,9 @@ def check_compatible(sess: Session, path: Path) -> None:
             f"the run was trained on other data ({(meta.get('data') or {}).get('name')}, "
             f"content {str(theirs)[:12]}) than {sess.cfg.data} (content "
             f"{sess.data.content_hash[:12]}); use a new --run", where=str(sess.run))
-    ignore = {"dropout", "attn_dropout", "activation_dropout"}
     old, new = read_config(path).to_dict(), sess.cfg.model.to_dict()
-    differ = [f"{k} {old[k]} -> {new[k]}" for k in old if k not in ignore and old[k] != new[k]]
+    differ = [f"{k} {old[k]} -> {new[k]}" for k in old
+              if k not in TRAINING_ONLY_FIELDS and old[k] != new[k]]
     if differ:
         raise ConfigError(f"the run's checkpoints have another architecture ({', '.join(differ)});"
                           " use a new --run or the run's own settings", where=str(sess.run))
@@ -131,6 +132,10 @@ def resume(sess: Session, state: TrainState) -> Path | None:
         clean_partial_writes(sess.run)
     path = rundir.latest_resumable(sess.run)
     if path is None:
+        if sess.metrics is not None:  # a run killed before its first checkpoint starts over:
+            sess.metrics.truncate_after(-1)  # its records would be written twice
+        if sess.cfg.init_from:
+            init_weights(sess, state, Path(sess.cfg.init_from))
         return None
     check_compatible(sess, path)
     ckpt = load_checkpoint(path)
@@ -153,6 +158,29 @@ def resume(sess: Session, state: TrainState) -> Path | None:
         sess.metrics.truncate_after(state.step)
         repair_best(sess, state)
     return path
+
+
+def init_weights(sess: Session, state: TrainState, path: Path) -> None:
+    """Fine-tuning: start from another checkpoint's weights (a new optimizer and schedule).
+
+    The checkpoint must have this run's architecture and the prepared data's vocabulary.
+    """
+    where = f"--init-from {path}"
+    ckpt = load_checkpoint(path)
+    if ckpt.vocab.sha256 != sess.data.vocab.sha256:
+        raise ConfigError(
+            f"its vocabulary differs from the one {sess.cfg.data} was prepared with; prepare "
+            f"the new data with `nmt prepare ... --vocab-from {path}`", where=where)
+    old, new = ckpt.config.to_dict(), sess.cfg.model.to_dict()
+    differ = [f"{k} {old[k]} -> {new[k]}" for k in old
+              if k not in TRAINING_ONLY_FIELDS and old[k] != new[k]]
+    if differ:
+        raise ConfigError(f"another architecture than this run's ({', '.join(differ)}); use "
+                          f"--preset {ckpt.meta.get('preset', '...')} or its settings",
+                          where=where)
+    load_weights(state.model, {k: v.to(sess.world.device) for k, v in ckpt.tensors.items()},
+                 where=str(path))
+    log.info("starting from the weights of %s (step %d)", path, ckpt.step)
 
 
 def restore_rngs(sess: Session, saved: dict[str, Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from nmt import config as model_presets
+from nmt import workspace
 from nmt.config import ModelConfig
 from nmt.data import PreparedData
 from nmt.errors import ConfigError
 from nmt.train import rundir
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("noam", "inverse_sqrt")
@@ -53,6 +57,7 @@ class TrainConfig:
     valid_bleu_lines: int | None = None  # validation lines decoded for BLEU; None all, 0 none
     log_every: int = 100  # updates between metrics.jsonl records
     tensorboard: bool = False  # also write TensorBoard event files into RUN/tensorboard
+    init_from: str | None = None  # a new run starts from this checkpoint's weights (fine-tuning)
 
     def __post_init__(self) -> None:
         positive = ("batch_tokens", "max_steps", "warmup", "save_every", "keep_last",
@@ -171,6 +176,10 @@ def resolve_config(*, data: str | os.PathLike | None = None, run: str | os.PathL
     own saved config; then the flags in `overrides`; then DATA_DIR and --run."""
     if preset is not None and config_file is not None:
         raise ConfigError("give --preset or --config, not both (a config file names its preset)")
+    if config_file is None and data is None and run is None:
+        data = _default_data()
+    if config_file is None and run is None:
+        run = _default_run(data, preset or "base")
     run_config = rundir.existing_config(Path(run)) if run is not None else None
     if config_file is not None:
         cfg = load_config(config_file)
@@ -181,10 +190,24 @@ def resolve_config(*, data: str | os.PathLike | None = None, run: str | os.PathL
     paths = {k: str(v) for k, v in (("data", data), ("run", run)) if v is not None}
     cfg = apply_overrides(cfg, {**(overrides or {}), **paths})
     if not cfg.data:
-        raise ConfigError("no data directory: give DATA_DIR (from `nmt prepare`)")
+        cfg = dataclasses.replace(cfg, data=str(_default_data()))
     if not cfg.run:
-        raise ConfigError("no run directory: give --run DIR")
+        cfg = dataclasses.replace(cfg, run=str(_default_run(cfg.data, cfg.preset)))
     return cfg
+
+
+def _default_data() -> Path:
+    """The workspace's one prepared corpus (`nmt train` without DATA), announced."""
+    choice = workspace.default_data()
+    log.info("data: %s (%s)", choice.path, choice.why)
+    return choice.path
+
+
+def _default_run(data: str | os.PathLike, preset: str) -> Path:
+    """runs/<corpus>-<preset> (`nmt train` without --run), announced."""
+    path = workspace.default_run(Path(data), preset)
+    log.info("run directory: %s (give --run to choose another)", path)
+    return path
 
 
 def with_vocabulary(cfg: TrainConfig, data: PreparedData) -> TrainConfig:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nmt import distributed
+from nmt import distributed, files
 from nmt.checkpoint import unique_state_dict
 from nmt.data import load_prepared
 from nmt.distributed import Launch, World
@@ -56,17 +56,33 @@ def run(*, data: str | os.PathLike | None = None, run: str | os.PathLike | None 
     Returns the result of rank 0 (None on the other nodes of a multi-node launch).
     """
     launch = launch or Launch()
+    check_devices(launch)
     if launch.world_size == 1:
         distributed.adopt_slurm_tasks()
     cfg = resolve_config(data=data, run=run, preset=preset, config_file=config_file,
                          overrides=overrides)
     cfg = with_vocabulary(cfg, load_prepared(cfg.data))
     check_launch(cfg, launch)
-    if int(os.environ.get("RANK", 0)) == 0:
-        rundir.check_writable(Path(cfg.run))
+    if int(os.environ.get("RANK", 0)) != 0:  # one of several workers: rank 0 holds the lock
+        return _start(cfg, launch, reporter)
+    # One writer per run directory, for the whole run: a second `nmt train` on it is refused
+    # at once, and the kernel frees the lock if this process dies.
+    rundir.check_writable(Path(cfg.run))
+    with files.output_lock(Path(cfg.run), "the run directory"):
+        return _start(cfg, launch, reporter)
+
+
+def _start(cfg: TrainConfig, launch: Launch, reporter: Reporter | None) -> TrainResult | None:
     if distributed.externally_launched() or launch.world_size == 1:
         return run_worker(cfg, launch, reporter)
     return distributed.launch(run_worker, (cfg, launch, reporter), launch)
+
+
+def check_devices(launch: Launch) -> None:
+    """`--gpus N` needs N GPUs; CPU workers must be asked for by name."""
+    if launch.nproc > 1 and launch.device == "auto" and not torch.cuda.is_available():
+        raise ConfigError(f"--gpus {launch.nproc}: no CUDA device; use --device cpu to start "
+                          f"{launch.nproc} CPU workers")
 
 
 def check_launch(cfg: TrainConfig, launch: Launch) -> None:

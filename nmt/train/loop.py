@@ -51,11 +51,17 @@ class Action:
 def decide(cfg: TrainConfig, state: TrainState, out: StepOutput, epoch_done: bool) -> Action:
     """The one place that decides when to validate, checkpoint and stop.
 
-    A signal checkpoints at once, without validating. Otherwise the reached limit (max steps,
-    max time, max epochs) is the reason to stop; a save step (`save_every`), an epoch end
-    (`save_epochs`) or a stop validates and checkpoints, unless this position is saved already.
+    A signal stops after this update with a checkpoint: validated if the update is a save step
+    or an epoch end anyway (so best/ and patience match an uninterrupted run), else without
+    validating. Otherwise the reached limit (max steps, max time, max epochs) is the reason to
+    stop; a save step (`save_every`), an epoch end (`save_epochs`) or a stop validates and
+    checkpoints, unless this position is saved already.
     """
+    scheduled = ((out.updated and state.step % cfg.save_every == 0)
+                 or (epoch_done and cfg.save_epochs))
     if out.signal:
+        if scheduled and state.saved_at != state.position:
+            return Action(validate=True, stop="signal")
         return Action(save=True, stop="signal")
     stop = None
     if state.step >= cfg.max_steps:
@@ -64,8 +70,7 @@ def decide(cfg: TrainConfig, state: TrainState, out: StepOutput, epoch_done: boo
         stop = "max time"
     elif epoch_done and cfg.max_epochs is not None and state.epoch > cfg.max_epochs:
         stop = "max epochs"
-    due = ((out.updated and state.step % cfg.save_every == 0)
-           or (epoch_done and cfg.save_epochs) or stop is not None)
+    due = scheduled or stop is not None
     return Action(validate=due and state.saved_at != state.position, stop=stop)
 
 

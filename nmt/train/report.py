@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,8 @@ class MetricsLog:
     def write(self, record: dict[str, Any], *, show: bool = True) -> None:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # a record on screen is a record on disk
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("step", "kind") and isinstance(value, int | float):

@@ -43,7 +43,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, toy_data):
     blocker.write_text("")
     cases = [([str(tmp_path), "--run", str(tmp_path / "r")], "not a prepared data directory"),
              ([str(toy_data), "--preset", "huge", "--run", str(tmp_path / "r")],
-              "unknown preset 'huge'"),
+              "'huge' is not one of 'base', 'big', 'small', 'tiny'"),
              ([str(toy_data), "--preset", "tiny", "--run", str(blocker / "run")],
               "cannot write to the run directory"),
              ([str(toy_data), "--preset", "tiny", "--run", str(tmp_path / "r"), "--device", "cpu",

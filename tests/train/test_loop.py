@@ -106,8 +106,10 @@ def test_decide_stops_on_limits_and_signals():
     assert decide(7, epoch=3, epoch_done=True, max_epochs=2) == train.Action(
         validate=True, stop="max epochs")
     assert decide(7, epoch=2, epoch_done=True, max_epochs=2) == train.Action(validate=True)
-    # a signal checkpoints at once, without validating, even where a save is due or done
-    assert decide(10, signal=True) == train.Action(save=True, stop="signal")
+    # a signal checkpoints at once; on a save step it validates that step as an uninterrupted
+    # run would (best/ and patience stay the same), elsewhere it saves without validating
+    assert decide(10, signal=True) == train.Action(validate=True, stop="signal")
+    assert decide(7, signal=True) == train.Action(save=True, stop="signal")
     assert decide(7, signal=True, saved_at=(7, 1, 0)) == train.Action(save=True, stop="signal")
     # the first reached limit names the reason
     assert decide(100, time_up=True).stop == "max steps"
