@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nmt import files, workspace
 from nmt.checkpoint import (
     CONFIG,
     META,
@@ -34,6 +35,9 @@ from nmt.errors import CheckpointError, DataError
 from nmt.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
+
+DEFAULT_LAST = 5  # the paper averages the last 5 checkpoints of the base model...
+PAPER_LAST = {"big": 20}  # ...and the last 20 of the big one
 
 # Training-only settings: checkpoints that differ only here hold weights of the same model.
 _TRAINING_ONLY = {"dropout", "attn_dropout", "activation_dropout"}
@@ -61,10 +65,41 @@ class _Input:
         return int(self.meta.get("step", 0))
 
 
-def run(paths: list[Path], *, output: Path, last: int | None = None) -> AverageSummary:
+def run(paths: list[Path], *, output: Path | None = None,
+        last: int | None = None) -> AverageSummary:
     """Average the checkpoints `paths` (or, with `last`, the newest `last` of one run directory)
-    into a self-contained checkpoint at `output`."""
+    into a self-contained checkpoint at `output`.
+
+    Without paths: the newest run in ./runs. For a run directory, `output` defaults to RUN/avg
+    and `last` to the paper's 5 (base) or 20 (big, by the run's preset).
+    """
     start = time.perf_counter()
+    paths, output, last = _defaults(list(paths), output, last)
+    with files.output_lock(output, "the averaged checkpoint"):
+        return _average(paths, output, last, start)
+
+
+def _defaults(paths: list[Path], output: Path | None, last: int | None
+              ) -> tuple[list[Path], Path, int | None]:
+    if not paths:
+        choice = workspace.newest_run()
+        log.info("averaging %s (%s)", choice.path, choice.why)
+        paths = [choice.path]
+    run_dir = paths[0] if len(paths) == 1 and _is_run_dir(paths[0]) else None
+    if run_dir is not None and last is None:
+        last = PAPER_LAST.get(_run_setting(run_dir, "preset"), DEFAULT_LAST)
+        log.info("averaging the last %d checkpoints (the paper's number for this preset; "
+                 "--last N for another)", last)
+    if output is None:
+        if run_dir is None:
+            raise CheckpointError("give -o OUTPUT: where to write the average of the listed "
+                                  "checkpoints")
+        output = run_dir / workspace.AVERAGE_DIR
+        log.info("writing %s", output)
+    return paths, output, last
+
+
+def _average(paths: list[Path], output: Path, last: int | None, start: float) -> AverageSummary:
     checkpoints = resolve_inputs(paths, last=last)
     _check_output(output, checkpoints)
     inputs = [_describe(path) for path in checkpoints]
@@ -129,6 +164,12 @@ def evenly_spaced(found: list[tuple[int, Path]], every: int | None) -> list[tupl
 
 def _save_every(run_dir: Path) -> int | None:
     """The run's checkpoint interval, from its training config (None if unknown)."""
+    every = _run_setting(run_dir, "save_every")
+    return every if isinstance(every, int) and not isinstance(every, bool) and every > 0 else None
+
+
+def _run_setting(run_dir: Path, key: str) -> Any:
+    """One field of a run directory's saved training config (None if unreadable)."""
     import json
 
     from nmt.train import rundir
@@ -138,8 +179,11 @@ def _save_every(run_dir: Path) -> int | None:
         values = json.loads(path.read_text(encoding="utf-8")) if path else {}
     except (OSError, ValueError):
         return None
-    every = values.get("save_every") if isinstance(values, dict) else None
-    return every if isinstance(every, int) and not isinstance(every, bool) and every > 0 else None
+    return values.get(key) if isinstance(values, dict) else None
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and not (path / META).exists() and bool(_run_checkpoints(path))
 
 
 def _run_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:

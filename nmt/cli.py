@@ -177,6 +177,17 @@ def main(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def _model(explicit: Path | None) -> Path:
+    """The checkpoint a command uses: `explicit`, $NMT_CHECKPOINT or the newest run's model,
+    announced on stderr when it was not given."""
+    from nmt import workspace
+
+    choice = guarded(workspace.default_model, explicit)
+    if explicit is None:
+        display.notice(f"model: {choice.path} ({choice.why})")
+    return choice.path
+
+
 # --- prepare ---------------------------------------------------------------------------------
 @app.command(epilog="Examples: [bold]nmt prepare wmt14-en-de[/]  ·  [bold]nmt prepare local "
                     "--src en --tgt de --train corpus/train --valid corpus/dev[/]  ·  "
@@ -445,32 +456,37 @@ def train(
 
 
 # --- average ---------------------------------------------------------------------------------
-@app.command(epilog="Examples: [bold]nmt average runs/base --last 5 -o runs/base/avg[/]  ·  "
+@app.command(epilog="Examples: [bold]nmt average[/] (the newest run in ./runs into RUN/avg)  "
+                    "·  [bold]nmt average runs/base --last 5 -o runs/base/avg[/]  ·  "
                     "[bold]nmt average ck1 ck2 ck3 -o avg[/]")
 def average(
-    checkpoints: Annotated[list[Path], typer.Argument(
-        help="Checkpoint directories to average, or one run directory with --last N.",
-        show_default=False)],
-    output: Annotated[Path, typer.Option(
-        "--output", "-o", help="Where to write the averaged checkpoint (a directory).",
-        show_default=False)],
+    checkpoints: Annotated[list[Path] | None, typer.Argument(
+        help="Checkpoint directories to average, or one run directory. Default: the newest run "
+             "in ./runs.", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the averaged checkpoint (a directory). Default "
+                               "for a run: RUN/avg.", show_default=False)] = None,
     last: Annotated[int | None, typer.Option(
-        "--last", min=1, help="Average the N newest step checkpoints of the run directory; "
-                              "the paper uses 5 for base, 20 for big.")] = None,
+        "--last", min=1, help="Average the N newest evenly spaced step checkpoints of the run "
+                              "directory. Default: the paper's 5 (base) or 20 (big).",
+        show_default=False)] = None,
 ) -> None:
     """Average the weights of the last N checkpoints of a run (or of listed checkpoints)."""
     from nmt import average as average_stage
 
-    display.average_summary(guarded(average_stage.run, checkpoints, output=output, last=last))
+    display.average_summary(guarded(average_stage.run, checkpoints or [], output=output,
+                                    last=last))
 
 
 # --- translate -------------------------------------------------------------------------------
 @app.command(epilog="Examples: [bold]nmt translate -c runs/base/avg < newstest2014.en > "
                     "hyp.de[/]  ·  [bold]nmt translate -c avg --beam 1 -i in.txt -o out.txt[/]")
 def translate(
-    checkpoint: Annotated[Path, typer.Option(
-        "--checkpoint", "-c", help="Checkpoint directory (e.g. the output of `nmt average`).",
-        show_default=False, rich_help_panel=MODEL)],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="Checkpoint directory (e.g. the output of `nmt average`). "
+                                   "Default: $NMT_CHECKPOINT, else the newest run in ./runs "
+                                   "(its avg/, best/ or newest checkpoint).",
+        show_default=False, rich_help_panel=MODEL)] = None,
     ensemble: Annotated[list[Path] | None, typer.Option(
         "--ensemble", help="Another checkpoint to ensemble with -c (repeatable); their "
                            "log-probabilities are averaged.", show_default=False,
@@ -549,11 +565,13 @@ def translate(
     from nmt import translate as translate_stage
     from nmt.search import SearchConfig
 
+    model = _model(checkpoint)
+
     def build() -> translate_stage.TranslateConfig:
         style = lenpen_style.value if lenpen_style else (
             "fairseq" if engine is Engine.ctranslate2 else "gnmt")
         return translate_stage.TranslateConfig(
-            checkpoints=(checkpoint, *(ensemble or [])),
+            checkpoints=(model, *(ensemble or [])),
             search=SearchConfig(beam=beam, nbest=nbest, alpha=alpha, lenpen_style=style,
                                 sampling=sampling, temperature=temperature, top_k=top_k,
                                 top_p=top_p, stopping=stopping.value),
@@ -644,11 +662,10 @@ def score(
 @app.command(epilog="Examples: [bold]nmt export runs/base/avg ct2/ --to ctranslate2 "
                     "--quantization int8[/]  ·  [bold]nmt export runs/base/avg marian/ --to hf[/]")
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory.",
-                                               show_default=False)],
-    out_dir: Annotated[Path, typer.Argument(
-        help="Directory to write (written to a temporary name, then renamed).",
-        show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(
+        help="[CHECKPOINT] OUT_DIR: the checkpoint (default: as `nmt translate` picks one) and "
+             "the directory to write (written to a temporary name, then renamed).",
+        show_default=False, metavar="[CHECKPOINT] OUT_DIR")],
     to: Annotated[ExportTarget, typer.Option(
         "--to", help="hf: a transformers MarianMTModel + MarianTokenizer directory; "
                      "ctranslate2: a CTranslate2 model directory.", show_default=False)],
@@ -664,6 +681,11 @@ def export(
     """
     from nmt import export as export_stage
 
+    if len(paths) > 2:
+        display.error("nmt export: give [CHECKPOINT] OUT_DIR, at most two paths")
+        raise typer.Exit(2)
+    checkpoint, out_dir = (_model(paths[0]), paths[1]) if len(paths) == 2 else (
+        _model(None), paths[0])
     path = guarded(export_stage.run, checkpoint, out_dir, to=to.value,
                    quantization=_value(quantization), force=force)
     display.plain(f"exported {checkpoint} to {path} ({to.value}"
@@ -673,12 +695,14 @@ def export(
 # --- info ------------------------------------------------------------------------------------
 @app.command(epilog="Example: [bold]nmt info runs/base/avg[/]")
 def info(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory.")],
+    checkpoint: Annotated[Path | None, typer.Argument(
+        help="A checkpoint directory. Default: as `nmt translate` picks one.",
+        show_default=False)] = None,
 ) -> None:
     """Describe a checkpoint: architecture, parameters, vocabulary, step and training data."""
     from nmt import info as info_stage
 
-    display.info_table(guarded(info_stage.run, checkpoint))
+    display.info_table(guarded(info_stage.run, _model(checkpoint)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,7 +71,7 @@ def _is_run(path: Path) -> bool:
     from nmt.train import rundir
 
     return (rundir.existing_config(path) is not None or rundir.metrics_path(path).is_file()
-            or bool(rundir.checkpoints(path)))
+            or bool(rundir.checkpoints(path)) or model_of_run(path) is not None)
 
 
 def runs(root: Path | None = None) -> list[Path]:

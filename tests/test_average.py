@@ -110,9 +110,32 @@ def test_last_n_takes_evenly_spaced_step_checkpoints(tmp_path, tiny_model, tiny_
     assert average.evenly_spaced([(5, run), (7, run)], 100) == [(5, run), (7, run)]
 
 
-def test_run_dir_without_last_is_refused(run_dir, tmp_path):
-    with pytest.raises(CheckpointError, match="--last N"):
-        average.run([run_dir], output=tmp_path / "avg")
+def test_a_run_dir_alone_takes_the_papers_number_into_run_avg(run_dir, tmp_path):
+    summary = average.run([run_dir])  # base: the last 5 (only 3 here: all, with a warning)
+    assert summary.output == run_dir / "avg" and summary.steps == [20, 300, 1000]
+    (run_dir / "train_config.json").write_text(json.dumps({"preset": "big"}))
+    for step in range(2000, 2000 + 19 * 10, 10):  # 19 more: 22 in all
+        save_checkpoint(run_dir / "checkpoints" / f"step-{step}", _model(
+            load_checkpoint(run_dir / "checkpoints" / "step-20").config, step), load_checkpoint(
+            run_dir / "checkpoints" / "step-20").vocab, {"step": step})
+    assert len(average.run([run_dir]).steps) == 20  # big: the last 20
+
+
+def test_without_arguments_the_newest_run_in_the_workspace(run_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    run_dir.rename(tmp_path / "runs" / "r1")
+    result = runner.invoke(app, ["average"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "runs" / "r1" / "avg").step == 1000
+    monkeypatch.chdir(tmp_path / "runs")  # no ./runs here
+    result = runner.invoke(app, ["average"])
+    assert result.exit_code == 2 and "no training run in ./runs" in result.output
+
+
+def test_listed_checkpoints_need_an_output(run_dir):
+    with pytest.raises(CheckpointError, match="give -o OUTPUT"):
+        average.run([run_dir / "checkpoints" / "step-20"])
 
 
 def test_different_architectures_are_refused(run_dir, tmp_path, tiny_config, tiny_vocab):
