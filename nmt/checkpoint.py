@@ -114,24 +114,43 @@ def write_checkpoint(
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = files.temp_name(path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     full_meta = {"format": CHECKPOINT_FORMAT, "nmt_version": __version__,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta,
                  "vocab_sha256": vocab.sha256}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS),
-              metadata={"format": CHECKPOINT_FORMAT})
-    (tmp / CONFIG).write_text(config.to_json() + "\n", encoding="utf-8")
-    vocab.save(tmp / VOCAB)
-    if train_state is not None:
-        torch.save(train_state, tmp / TRAIN_STATE)
-    (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n",
-                            encoding="utf-8")
-    files.publish_directory(tmp, path)  # fsyncs the files, swaps, fsyncs the parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS),
+                  metadata={"format": CHECKPOINT_FORMAT})
+        (tmp / CONFIG).write_text(config.to_json() + "\n", encoding="utf-8")
+        vocab.save(tmp / VOCAB)
+        if train_state is not None:
+            torch.save(train_state, tmp / TRAIN_STATE)
+        (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n",
+                                encoding="utf-8")
+        files.publish_directory(tmp, path)  # fsyncs the files, swaps, fsyncs the parent
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written copy behind
+        needed = _tensor_bytes(tensors) + _tensor_bytes(train_state)
+        failure = files.io_failure(exc, path, needed=needed)
+        if failure is None:
+            raise
+        raise failure from None
     return path
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors inside `value` (dicts, lists and tuples searched)."""
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 # `nmt.export` still imports this name; new code calls `files.publish_directory`.
