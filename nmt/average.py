@@ -29,14 +29,11 @@ from nmt.checkpoint import (
     read_meta,
     write_checkpoint,
 )
-from nmt.config import ModelConfig
+from nmt.config import TRAINING_ONLY_FIELDS, ModelConfig
 from nmt.errors import CheckpointError, DataError
 from nmt.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
-
-# Training-only settings: checkpoints that differ only here hold weights of the same model.
-_TRAINING_ONLY = {"dropout", "attn_dropout", "activation_dropout"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,7 +176,7 @@ def _check_compatible(inputs: list[_Input]) -> None:
 
 
 def _architecture(config: ModelConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in _TRAINING_ONLY}
+    return {k: v for k, v in config.to_dict().items() if k not in TRAINING_ONLY_FIELDS}
 
 
 def average_tensors(files: list[Path]) -> dict[str, Tensor]:

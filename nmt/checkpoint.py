@@ -32,11 +32,11 @@ from torch import Tensor, nn
 from nmt import __version__
 from nmt.config import ModelConfig
 from nmt.errors import CheckpointError, ConfigError, DataError
-from nmt.vocab import Vocabulary
+from nmt.vocab import SPM_FILE, Vocabulary
 
 CHECKPOINT_FORMAT = "nmt-checkpoint/1"
 WEIGHTS, CONFIG, VOCAB, META, TRAIN_STATE = (
-    "model.safetensors", "config.json", "spm.model", "meta.json", "train_state.pt")
+    "model.safetensors", "config.json", SPM_FILE, "meta.json", "train_state.pt")
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
 

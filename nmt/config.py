@@ -13,6 +13,12 @@ from typing import Any
 
 from nmt.errors import ConfigError
 
+# Numeric precisions `nmt train` and `nmt translate` accept ("auto": by device).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# ModelConfig fields that only matter in training: checkpoints that differ only here hold
+# weights of the same model (averaging, resuming).
+TRAINING_ONLY_FIELDS = frozenset({"dropout", "attn_dropout", "activation_dropout"})
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:

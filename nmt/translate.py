@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -28,17 +27,16 @@ from typing import BinaryIO, TextIO
 import torch
 
 from nmt.checkpoint import load_checkpoint
+from nmt.config import PRECISIONS
 from nmt.errors import CheckpointError, ConfigError, DataError
+from nmt.files import atomic_file, available_cores
 from nmt.search import Ensemble, Hypothesis, SearchConfig, output_limit, search
-from nmt.vocab import Vocabulary
+from nmt.vocab import LINE_BREAKS, Vocabulary
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("text", "jsonl")
 ENGINES = ("torch", "ctranslate2")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Every character `str.splitlines` breaks on: none may reach the output inside a translation.
-_LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,13 +98,6 @@ class _Line:
 
 
 # --- setup ---------------------------------------------------------------------------------------
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,22 +178,13 @@ def open_output(path: Path | None, stdout: TextIO | None) -> Iterator[TextIO]:
         return
     if path.is_dir():
         raise DataError("is a directory, not an output file", where=str(path))
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        handle = open(tmp, "w", encoding="utf-8", newline="\n")
-    except OSError as exc:
-        raise DataError(f"cannot write output ({exc.strerror})", where=str(path)) from None
-    try:
-        with handle:
-            yield handle
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path, "w") as handle:
+        yield handle
 
 
 def clean(text: str) -> str:
     """A translation fit for one output line."""
-    return text.translate(_LINE_BREAKS)
+    return text.translate(LINE_BREAKS)
 
 
 def format_line(line: _Line, vocab: Vocabulary, fmt: str, nbest: int) -> str:
