@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 
 from nmt.errors import ConfigError, DataError
-from nmt.files import atomic_file
+from nmt.files import FileSystemError, atomic_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -586,7 +586,7 @@ def write_corpus(out_dir: str | os.PathLike, *, train: int = 8000, valid: int = 
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write_atomically(files)
-    except OSError as exc:
+    except (OSError, FileSystemError) as exc:
         raise DataError(f"cannot write the sample corpus ({exc.strerror or exc})",
                         where=str(out)) from None
     return {name: out / name for name in SPLITS}
