@@ -320,7 +320,7 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
 def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
                     stdout: TextIO | None = None) -> TranslateStats:
     """The same reading, chunking and writing, with a CTranslate2 export doing the search."""
-    from nmt import export
+    from nmt.export.ct2_engine import CTranslate2Engine
 
     s = config.search
     refused = [flag for flag, on in (
@@ -337,16 +337,16 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     compute = {"auto": "default", "fp32": "float32", "bf16": "bfloat16",
                "fp16": "float16"}[config.precision]
     name = str(config.input) if config.input else "<stdin>"
-    vocab = Vocabulary.from_file(Path(config.checkpoints[0]) / "spm.model")  # counts tokens
+    engine = CTranslate2Engine(config.checkpoints[0], device=device, compute_type=compute,
+                               threads=config.threads or 0)  # loaded once for every chunk
+    vocab = engine.vocab  # counts tokens
     stats = TranslateStats(device=f"ctranslate2 {device} {compute}")
     started = time.perf_counter()
     with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
         for chunk in read_chunks(source, config.buffer_lines, name, stats):
             texts = [text for _, text in chunk]
-            outputs = export.translate_ctranslate2(
-                config.checkpoints[0], texts, beam=s.beam, alpha=s.alpha,
-                max_len_a=config.max_len_a, max_len_b=config.max_len_b, device=device,
-                compute_type=compute, threads=config.threads or 0)
+            outputs = engine.translate(texts, beam=s.beam, alpha=s.alpha,
+                                       max_len_a=config.max_len_a, max_len_b=config.max_len_b)
             for text, translation in zip(texts, outputs, strict=True):
                 sink.write(clean(translation) + "\n")
                 stats.sentences += bool(text.strip())
