@@ -30,7 +30,7 @@ from nmt.checkpoint import (
     read_meta,
     write_checkpoint,
 )
-from nmt.config import ModelConfig
+from nmt.config import TRAINING_ONLY_FIELDS, ModelConfig
 from nmt.errors import CheckpointError, DataError
 from nmt.vocab import Vocabulary
 
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LAST = 5  # the paper averages the last 5 checkpoints of the base model...
 PAPER_LAST = {"big": 20}  # ...and the last 20 of the big one
-
-# Training-only settings: checkpoints that differ only here hold weights of the same model.
-_TRAINING_ONLY = {"dropout", "attn_dropout", "activation_dropout"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,7 +246,7 @@ def _check_compatible(inputs: list[_Input]) -> None:
 
 
 def _architecture(config: ModelConfig) -> dict[str, Any]:
-    return {k: v for k, v in config.to_dict().items() if k not in _TRAINING_ONLY}
+    return {k: v for k, v in config.to_dict().items() if k not in TRAINING_ONLY_FIELDS}
 
 
 def average_tensors(files: list[Path]) -> dict[str, Tensor]:

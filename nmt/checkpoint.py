@@ -33,11 +33,11 @@ from torch import Tensor, nn
 from nmt import __version__, files
 from nmt.config import ModelConfig
 from nmt.errors import CheckpointError, ConfigError, DataError
-from nmt.vocab import Vocabulary
+from nmt.vocab import SPM_FILE, Vocabulary
 
 CHECKPOINT_FORMAT = "nmt-checkpoint/1"
 WEIGHTS, CONFIG, VOCAB, META, TRAIN_STATE = (
-    "model.safetensors", "config.json", "spm.model", "meta.json", "train_state.pt")
+    "model.safetensors", "config.json", SPM_FILE, "meta.json", "train_state.pt")
 STEP_DIR = re.compile(r"^step-(\d+)$")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -151,10 +151,6 @@ def _tensor_bytes(value: Any) -> int:
     if isinstance(value, list | tuple):
         return sum(_tensor_bytes(v) for v in value)
     return 0
-
-
-# `nmt.export` still imports this name; new code calls `files.publish_directory`.
-replace_directory = files.publish_directory
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, vocab: Vocabulary,

@@ -39,7 +39,13 @@ class BusyError(NmtError):
 
 
 class FileSystemError(NmtError):
-    """The operating system refused a read or write (full disk, read-only, bad path)."""
+    """The operating system refused a read or write (full disk, read-only, bad path).
+
+    `errno` and `strerror` are the refused call's own, for callers that word their own error.
+    """
+
+    errno: int | None = None
+    strerror: str | None = None
 
 
 def available_cores() -> int:
@@ -73,7 +79,9 @@ def os_failure(exc: OSError, where: str | os.PathLike | None = None, *,
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) and needed:
         what += f" (the write needed {_size(needed)})"
     place = where if where is not None else (exc.filename or "")
-    return FileSystemError(what, where=str(place) if place else None)
+    failure = FileSystemError(what, where=str(place) if place else None)
+    failure.errno, failure.strerror = exc.errno, exc.strerror
+    return failure
 
 
 _OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")

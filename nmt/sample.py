@@ -12,14 +12,15 @@ construction can be checked exactly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-import tempfile
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
 from nmt.errors import ConfigError, DataError
+from nmt.files import FileSystemError, atomic_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -553,20 +554,10 @@ def generate_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
 # --- the corpus on disk -------------------------------------------------------------------------
 def _write_atomically(files: dict[Path, list[str]]) -> None:
     """Write every file to a temporary name first; rename them only when all are written."""
-    temps: list[tuple[Path, Path]] = []
-    try:
+    with contextlib.ExitStack() as stack:
         for path, lines in files.items():
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps.append((Path(tmp), path))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.writelines(line + "\n" for line in lines)
-            os.chmod(tmp, 0o644)
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
-        raise
+            f = stack.enter_context(atomic_file(path, "w"))
+            f.writelines(line + "\n" for line in lines)
 
 
 def split_pairs(train: int, valid: int, test: int, seed: int = 0
@@ -595,7 +586,7 @@ def write_corpus(out_dir: str | os.PathLike, *, train: int = 8000, valid: int = 
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write_atomically(files)
-    except OSError as exc:
+    except (OSError, FileSystemError) as exc:
         raise DataError(f"cannot write the sample corpus ({exc.strerror or exc})",
                         where=str(out)) from None
     return {name: out / name for name in SPLITS}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -29,17 +28,16 @@ import torch
 
 from nmt import lines as line_input
 from nmt.checkpoint import load_checkpoint
+from nmt.config import PRECISIONS
 from nmt.errors import CheckpointError, ConfigError, DataError
+from nmt.files import atomic_file, available_cores
 from nmt.search import Ensemble, Hypothesis, SearchConfig, output_limit, search
-from nmt.vocab import Vocabulary
+from nmt.vocab import LINE_BREAKS, Vocabulary
 
 log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("text", "jsonl")
 ENGINES = ("torch", "ctranslate2")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Every character `str.splitlines` breaks on: none may reach the output inside a translation.
-_LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,13 +99,6 @@ class _Line:
 
 
 # --- setup ---------------------------------------------------------------------------------------
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -176,22 +167,13 @@ def open_output(path: Path | None, stdout: TextIO | None) -> Iterator[TextIO]:
         return
     if path.is_dir():
         raise DataError("is a directory, not an output file", where=str(path))
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        handle = open(tmp, "w", encoding="utf-8", newline="\n")
-    except OSError as exc:
-        raise DataError(f"cannot write output ({exc.strerror})", where=str(path)) from None
-    try:
-        with handle:
-            yield handle
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path, "w") as handle:
+        yield handle
 
 
 def clean(text: str) -> str:
     """A translation fit for one output line."""
-    return text.translate(_LINE_BREAKS)
+    return text.translate(LINE_BREAKS)
 
 
 def format_line(line: _Line, vocab: Vocabulary, fmt: str, nbest: int) -> str:
@@ -344,7 +326,7 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
 def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
                     stdout: TextIO | None = None, progress: Progress) -> TranslateStats:
     """The same reading, chunking and writing, with a CTranslate2 export doing the search."""
-    from nmt import export
+    from nmt.export.ct2_engine import CTranslate2Engine
 
     s = config.search
     refused = [flag for flag, on in (
@@ -361,17 +343,17 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     compute = {"auto": "default", "fp32": "float32", "bf16": "bfloat16",
                "fp16": "float16"}[config.precision]
     name = str(config.input) if config.input else "<stdin>"
-    vocab = Vocabulary.from_file(Path(config.checkpoints[0]) / "spm.model")  # counts tokens
+    engine = CTranslate2Engine(config.checkpoints[0], device=device, compute_type=compute,
+                               threads=config.threads or 0)  # loaded once for every chunk
+    vocab = engine.vocab  # counts tokens
     stats = TranslateStats(device=f"ctranslate2 {device} {compute}")
     started = time.perf_counter()
     with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
         progress.start("translating (lines)", line_input.count_lines(source))
         for chunk in read_chunks(source, config.buffer_lines, name, stats):
             texts = [text for _, text in chunk]
-            outputs = export.translate_ctranslate2(
-                config.checkpoints[0], texts, beam=s.beam, alpha=s.alpha,
-                max_len_a=config.max_len_a, max_len_b=config.max_len_b, device=device,
-                compute_type=compute, threads=config.threads or 0)
+            outputs = engine.translate(texts, beam=s.beam, alpha=s.alpha,
+                                       max_len_a=config.max_len_a, max_len_b=config.max_len_b)
             for text, translation in zip(texts, outputs, strict=True):
                 sink.write(clean(translation) + "\n")
                 stats.sentences += bool(text.strip())

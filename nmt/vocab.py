@@ -14,10 +14,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from nmt.errors import DataError
+from nmt.files import available_cores
 
 log = logging.getLogger(__name__)
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+# The SentencePiece model's file name in prepared data, checkpoint and export directories.
+SPM_FILE = "spm.model"
+# Every character `str.splitlines` breaks on (a `datasets` string or a decoded translation may
+# hold any of them), mapped to a space: text written one sentence a line must not hold them.
+LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
 
 
 class Vocabulary:
@@ -109,7 +115,7 @@ def train_sentencepiece(
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
             hard_vocab_limit=False,
-            num_threads=num_threads or os.cpu_count() or 1,
+            num_threads=num_threads or available_cores(),
             minloglevel=2,
         )
     except RuntimeError as exc:

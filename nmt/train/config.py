@@ -14,14 +14,13 @@ from typing import Any
 
 from nmt import config as model_presets
 from nmt import workspace
-from nmt.config import ModelConfig
+from nmt.config import PRECISIONS, ModelConfig
 from nmt.data import PreparedData
 from nmt.errors import ConfigError
 from nmt.train import rundir
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("noam", "inverse_sqrt")
 MODEL_FLAGS = ("dropout",)  # command-line overrides that change the ModelConfig
 

@@ -1,0 +1,113 @@
+"""What `nmt prepare` is asked to do: the settings, their checks and what follows from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from nmt import corpora
+from nmt.errors import ConfigError
+from nmt.files import available_cores
+
+MIN_VOCAB_SIZE = 300  # 256 byte-fallback pieces, 4 specials and room for real pieces
+SMALL_CORPUS_PAIRS = 1_000_000  # local corpora below this get the small default vocabulary
+SMALL_VOCAB_SIZE, LARGE_VOCAB_SIZE = 8000, 32000
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig:
+    """What to prepare and how; the defaults reproduce the Transformer paper's WMT setup."""
+
+    corpus: str  # a named corpus (see corpora.CORPORA) or "local"
+    out: Path | None = None  # output directory; None: data/<corpus name>
+    src_lang: str | None = None  # local only: source language code (the file suffix)
+    tgt_lang: str | None = None  # local only: target language code
+    train: Path | None = None  # local only: training text prefix, or a data file datasets reads
+    valid: Path | None = None  # local only: validation text prefix or data file
+    test: Path | None = None  # local only: test text prefix or data file (optional)
+    dataset: Path | None = None  # local only: a directory datasets loads, with train/valid splits
+    name: str | None = None  # local only: corpus name; None: the data's directory name
+    vocab_size: int | None = None  # joint vocabulary; None: the corpus default (32000 WMT, 8000)
+    max_len: int = 250  # drop training pairs with a side longer than this many subwords
+    max_ratio: float = 1.5  # drop training pairs whose subword length ratio exceeds this
+    dedup: bool = False  # drop exact duplicate training pairs (after whitespace cleaning)
+    spm_sample: int = 10_000_000  # at most this many sentences (both sides) train SentencePiece
+    workers: int = 0  # encoding processes and SentencePiece threads; 0: all cores
+    on_bad_utf8: str = "error"  # undecodable line: "error", "skip" (drop the pair), "replace"
+    force: bool = False  # redo every stage even when its outputs are up to date
+    seed: int = 1  # seed of the SentencePiece sample
+    cache_dir: Path | None = None  # `datasets` cache; None: its default (~/.cache/huggingface)
+    chunk_pairs: int = 10_000  # pairs per encoding task sent to a worker
+
+
+class ProgressSink(Protocol):
+    """Receives progress of the long stages (the CLI draws Rich progress bars)."""
+
+    def start(self, description: str, total: int | None) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class NoProgress:
+    """A `ProgressSink` that shows nothing."""
+
+    def start(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def validate(c: PrepareConfig) -> None:
+    """A one-line ConfigError for the first setting out of range."""
+    if c.on_bad_utf8 not in corpora.BAD_UTF8_POLICIES:
+        raise ConfigError(f"--on-bad-utf8 must be one of {', '.join(corpora.BAD_UTF8_POLICIES)}")
+    if c.vocab_size is not None and c.vocab_size < MIN_VOCAB_SIZE:
+        raise ConfigError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (SentencePiece byte "
+                          "fallback alone takes 256 pieces)")
+    for value, flag, low in ((c.max_len, "--max-len", 1), (c.spm_sample, "--spm-sample", 1000),
+                             (c.workers, "--workers", 0), (c.chunk_pairs, "chunk_pairs", 1)):
+        if value < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
+    if c.max_ratio < 1.0:
+        raise ConfigError(f"--max-ratio must be at least 1.0, got {c.max_ratio}")
+
+
+def source_of(c: PrepareConfig) -> corpora.Source:
+    """The corpus `c` names: a named one (hub or the built-in sample) or local files."""
+    local_only = {"--src": c.src_lang, "--tgt": c.tgt_lang, "--train": c.train,
+                  "--valid": c.valid, "--test": c.test, "--dataset": c.dataset, "--name": c.name}
+    if c.corpus != "local":
+        given = [flag for flag, value in local_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only for `nmt prepare local`; "
+                              f"{c.corpus} fixes its own files and languages")
+        if c.corpus == corpora.SAMPLE_CORPUS:
+            return corpora.sample_source()
+        return corpora.hub_source(corpora.corpus_spec(c.corpus), c.cache_dir)
+    if not c.src_lang or not c.tgt_lang or c.src_lang == c.tgt_lang:
+        raise ConfigError("`nmt prepare local` needs --src and --tgt, two different language "
+                          "codes (the file suffixes, e.g. --src en --tgt de)")
+    return corpora.local_source(src=c.src_lang, tgt=c.tgt_lang, train=c.train, valid=c.valid,
+                                test=c.test, dataset=c.dataset, name=c.name,
+                                cache_dir=c.cache_dir)
+
+
+def vocab_size_of(c: PrepareConfig, source: corpora.Source, train_pairs: int) -> int:
+    """The joint vocabulary size: asked for, the corpus default, or by corpus size."""
+    if c.vocab_size is not None:
+        return c.vocab_size
+    if source.default_vocab_size is not None:
+        return source.default_vocab_size
+    return SMALL_VOCAB_SIZE if train_pairs < SMALL_CORPUS_PAIRS else LARGE_VOCAB_SIZE
+
+
+def workers_of(c: PrepareConfig) -> int:
+    """Encoding processes and SentencePiece threads: asked for, or every available core."""
+    return c.workers or available_cores()
