@@ -552,6 +552,13 @@ def translate(
     engine: Annotated[str, typer.Option(
         "--engine", help="torch, or ctranslate2 to run a `nmt export --to ctranslate2` "
                          "directory given as -c.")] = "torch",
+    alignments: Annotated[bool, typer.Option(
+        "--alignments", help="Add word alignments from cross-attention (the last layer's head "
+                             "average): text 'translation ||| 0-0 1-2 ...' (source-target "
+                             "word indices); jsonl an `alignment` field.")] = False,
+    attention_weights: Annotated[bool, typer.Option(
+        "--attention-weights", help="With --alignments and jsonl: also the full subword "
+                                    "attention matrix (`attention`).")] = False,
 ) -> None:
     """Translate text from stdin or a file with beam search; raw text in, raw text out."""
     from nmt import translate as translate_stage
@@ -567,7 +574,8 @@ def translate(
                                 top_p=top_p, stopping=stopping),
             input=input_path, output=output_path, output_format=output_format, max_len_a=max_len_a,
             max_len_b=max_len_b, batch_tokens=batch_tokens, buffer_lines=buffer_lines,
-            device=device, precision=precision, threads=threads, seed=seed, engine=engine)
+            device=device, precision=precision, threads=threads, seed=seed, engine=engine,
+            alignments=alignments, attention_weights=attention_weights)
 
     stats = guarded(translate_stage.run, guarded(build))
     rate = stats.sentences / stats.seconds if stats.seconds else 0.0
