@@ -732,5 +732,54 @@ def info(
     out.print(table)
 
 
+
+# === visualisation and serving (issue 15): attention, plot, serve ==============================
+@app.command()
+def attention(
+    text: Annotated[str, typer.Argument(help="The sentence to translate.", show_default=False)],
+    out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", help="Directory for the PNG heatmaps (replaced whole).",
+        show_default=False)],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="Checkpoint directory.", show_default=False)] = None,
+    kind: Annotated[list[str] | None, typer.Option(
+        "--kind", help="cross (encoder-decoder), encoder or decoder (self-attention); "
+                       "repeatable. Default: all three.", show_default=False)] = None,
+    layer: Annotated[int | None, typer.Option(
+        "--layer", min=1, help="Only this layer (from 1). Default: every layer.",
+        show_default=False)] = None,
+    head: Annotated[int | None, typer.Option(
+        "--head", min=1, help="Only this head (from 1); the head mean is always drawn. "
+                              "Default: every head.", show_default=False)] = None,
+    beam: Annotated[int, typer.Option("--beam", "-b", min=1, help="Beam size.")] = 4,
+    alpha: Annotated[float, typer.Option("--lenpen", help="Length penalty alpha.")] = 0.6,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")
+                      ] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")
+                         ] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads (default: all available cores).",
+        show_default=False)] = None,
+) -> None:
+    """Translate one sentence and draw its attention as PNG heatmaps (needs the `viz` extra):
+    per layer, per head and the head mean, for each kind, plus an overview grid."""
+    from nmt import heatmap
+    from nmt.attention import KINDS
+    from nmt.search import SearchConfig
+
+    if checkpoint is None:
+        console.print("[bold red]error:[/] give a checkpoint with -c", highlight=False)
+        raise typer.Exit(2)
+    config = guarded(lambda: heatmap.AttentionConfig(
+        checkpoint=checkpoint, text=text, out=out_dir, kinds=tuple(kind or KINDS), layer=layer,
+        head=head, search=SearchConfig(beam=beam, alpha=alpha), device=device,
+        precision=precision, threads=threads))
+    result = guarded(heatmap.run, config)
+    out.print(result.maps.translation, highlight=False, markup=False, soft_wrap=True)
+    console.print(f"wrote {len(result.files)} images to {result.out} "
+                  f"({result.out / 'overview.png'})", highlight=False, markup=False,
+                  soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
