@@ -781,5 +781,25 @@ def attention(
                   soft_wrap=True)
 
 
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run directories of `nmt train` (their metrics.jsonl); several are overlaid.",
+        show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="PNG file to write.")] = Path("curves.png"),
+    x: Annotated[str, typer.Option(
+        "--x", help="step (update steps) or time (wall-clock seconds).")] = "step",
+) -> None:
+    """Plot training curves: loss, perplexity, learning rate, validation BLEU and tokens/s
+    (needs the `viz` extra)."""
+    from nmt import plot as plot_stage
+
+    result = guarded(plot_stage.run, runs, output, x)
+    console.print(f"wrote {result.output}: {', '.join(result.panels)} for "
+                  f"{len(result.runs)} run(s)", highlight=False, markup=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
