@@ -801,5 +801,46 @@ def plot(
                   f"{len(result.runs)} run(s)", highlight=False, markup=False, soft_wrap=True)
 
 
+
+@app.command()
+def serve(
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="Checkpoint directory.", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option(
+        "--host", help="Address to listen on. Default: 127.0.0.1 (this machine only); "
+                       "any other address must be given here explicitly.",
+        show_default=False)] = None,
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
+    beam: Annotated[int, typer.Option("--beam", "-b", min=1,
+                                      help="Default beam size of requests.")] = 4,
+    alpha: Annotated[float, typer.Option("--lenpen", help="Default length penalty.")] = 0.6,
+    max_wait_ms: Annotated[float, typer.Option(
+        "--max-wait-ms", help="How long a request waits to be batched with others.")] = 5.0,
+    max_queued_lines: Annotated[int, typer.Option(
+        "--max-queued-lines", help="Lines waiting at most; beyond, requests get 503.")
+    ] = 2048,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")
+                      ] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")
+                         ] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        "--threads", help="CPU threads (default: all available cores).",
+        show_default=False)] = None,
+) -> None:
+    """Serve translations over HTTP (POST /translate, GET /health) with a web page at /
+    (needs the `serve` extra)."""
+    from nmt.serve import app as serve_app
+    from nmt.serve.engine import Options
+
+    if checkpoint is None:
+        console.print("[bold red]error:[/] give a checkpoint with -c", highlight=False)
+        raise typer.Exit(2)
+    config = guarded(lambda: serve_app.ServeConfig(
+        checkpoints=(checkpoint,), host=host or serve_app.LOOPBACK, port=port, device=device,
+        precision=precision, threads=threads, max_wait_ms=max_wait_ms,
+        max_queued_lines=max_queued_lines, defaults=Options(beam=beam, alpha=alpha)))
+    guarded(serve_app.run, config, explicit_host=host is not None)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
