@@ -2,8 +2,6 @@
 
 import json
 import struct
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -72,9 +70,3 @@ def test_nmt_attention_writes_the_selected_images(tmp_path, tiny_model, tiny_voc
                                  "--layer", "7"])
     assert result.exit_code == 2 and "2 layers" in result.output
 
-
-def test_importing_the_cli_loads_no_optional_extra():
-    code = ("import sys, nmt.cli; bad = [m for m in ('matplotlib', 'fastapi', 'starlette', "
-            "'uvicorn') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
