@@ -10,13 +10,18 @@ vocabulary. The API is explicit:
 - `Transformer.start_state(memory, src_pad)` and `Transformer.decode_step(tokens, state)` ->
   incremental decoding with a key/value cache, so step t costs O(t) and not O(t^2).
 
+`encode`, `decode` and `decode_step` take an optional `AttentionRecorder`: the attention modules
+it asks for then compute their probabilities explicitly (same masks) and hand them to it. Without
+one, every module runs the fused `F.scaled_dot_product_attention` and nothing else changes.
+
 Shapes: B batch, S source length, T target length, D d_model, H heads, V vocabulary.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +72,34 @@ class KeyValue:
     v: Tensor
 
 
+Record = Callable[[Tensor], None]  # receives one module's probabilities, (B, H, T, L)
+
+
+@dataclass
+class AttentionRecorder:
+    """Collects attention probabilities as the model computes them.
+
+    `maps[(kind, layer)]` is the list of (B, H, T, L) probability tensors that module wrote, one
+    per call (one per step in incremental decoding); kind is "encoder" (encoder self-attention),
+    "decoder" (decoder self-attention) or "cross" (encoder-decoder attention). Only the `kinds`
+    asked for are recorded; the other modules keep the fused path.
+    """
+
+    kinds: frozenset[str] = frozenset({"encoder", "decoder", "cross"})
+    maps: dict[tuple[str, int], list[Tensor]] = field(default_factory=dict)
+
+    def at(self, kind: str, layer: int) -> Record | None:
+        """The callback for one module, or None when its kind is not recorded."""
+        if kind not in self.kinds:
+            return None
+        store = self.maps.setdefault((kind, layer), [])
+        return lambda probs: store.append(probs.detach().float())
+
+
+def _at(recorder: AttentionRecorder | None, kind: str, layer: int) -> Record | None:
+    return None if recorder is None else recorder.at(kind, layer)
+
+
 class MultiHeadAttention(nn.Module):
     """Scaled dot-product attention over H heads, through `F.scaled_dot_product_attention`."""
 
@@ -88,28 +121,51 @@ class MultiHeadAttention(nn.Module):
 
     def attend(
         self, x: Tensor, kv: KeyValue, mask: Tensor | None = None, causal: bool = False,
-        group: int = 1,
+        group: int = 1, record: Record | None = None,
     ) -> Tensor:
         # x: (B, T, D) queries; kv: (B, H, L, D/H); mask: (B, 1, 1 or T, L) bool, True = attend.
         # With group G > 1 (incremental decoding, T = 1: the beams of a sentence) each G
         # consecutive query rows share one key/value row: kv (B/G, H, L, D/H), mask
         # (B/G, 1, 1, L), and the G queries attend as G positions of that row.
+        # With `record`, the probabilities are computed explicitly and passed to it (B, H, T, L).
         q = self.split_heads(self.q_proj(x))  # (B, H, T, D/H)
         b, h, t, dh = q.shape
         if group > 1:
             q = q.view(b // group, group, h, t, dh).transpose(1, 2).reshape(
                 b // group, h, group * t, dh)  # (B/G, H, G*T, D/H)
         p = self.attn_dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p,
-                                             is_causal=causal)  # (B/G, H, G*T, D/H)
+        if record is None:
+            out = F.scaled_dot_product_attention(q, kv.k, kv.v, attn_mask=mask, dropout_p=p,
+                                                 is_causal=causal)  # (B/G, H, G*T, D/H)
+        else:
+            out = self.explicit(q, kv, mask, causal, p, group, record)
         if group > 1:
             out = out.view(b // group, h, group, t, dh).transpose(1, 2).reshape(b, h, t, dh)
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * dh))  # (B, T, D)
 
+    @staticmethod
+    def explicit(q: Tensor, kv: KeyValue, mask: Tensor | None, causal: bool, p: float,
+                 group: int, record: Record) -> Tensor:
+        """softmax(q k^T / sqrt(d) masked) v, what SDPA computes, with the probabilities kept."""
+        # q: (B/G, H, G*T, D/H); kv: (B/G, H, L, D/H); mask True = attend
+        scores = (q @ kv.k.transpose(-2, -1)) * q.size(-1) ** -0.5  # (B/G, H, G*T, L)
+        if causal:  # SDPA's is_causal: query i sees keys 0..i (top-left aligned)
+            allowed = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.softmax(-1)  # (B/G, H, G*T, L)
+        bg, h, gt, length = probs.shape
+        t = gt // group
+        record(probs.view(bg, h, group, t, length).transpose(1, 2).reshape(
+            bg * group, h, t, length))  # (B, H, T, L)
+        return F.dropout(probs, p) @ kv.v if p else probs @ kv.v  # (B/G, H, G*T, D/H)
+
     def forward(
-        self, x: Tensor, memory: Tensor, mask: Tensor | None = None, causal: bool = False
+        self, x: Tensor, memory: Tensor, mask: Tensor | None = None, causal: bool = False,
+        record: Record | None = None,
     ) -> Tensor:
-        return self.attend(x, self.project_kv(memory), mask, causal)
+        return self.attend(x, self.project_kv(memory), mask, causal, record=record)
 
 
 class FeedForward(nn.Module):
@@ -148,9 +204,9 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_res = Residual(config)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, record: Record | None = None) -> Tensor:
         # x: (B, S, D); mask: (B, 1, 1, S) True where the source token is real
-        x = self.self_attn_res(x, lambda h: self.self_attn(h, h, mask))
+        x = self.self_attn_res(x, lambda h: self.self_attn(h, h, mask, record=record))
         return self.ffn_res(x, self.ffn)  # (B, S, D)
 
 
@@ -164,14 +220,18 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_res = Residual(config)
 
-    def forward(self, x: Tensor, memory_kv: KeyValue, src_mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, memory_kv: KeyValue, src_mask: Tensor,
+                record_self: Record | None = None, record_cross: Record | None = None
+                ) -> Tensor:
         # Full forward over all T positions with a causal mask: (B, T, D) -> (B, T, D)
-        x = self.self_attn_res(x, lambda h: self.self_attn(h, h, causal=True))
-        x = self.cross_attn_res(x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask))
+        x = self.self_attn_res(x, lambda h: self.self_attn(h, h, causal=True, record=record_self))
+        x = self.cross_attn_res(x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask,
+                                                                    record=record_cross))
         return self.ffn_res(x, self.ffn)
 
     def step(self, x: Tensor, cache: KeyValue | None, memory_kv: KeyValue,
-             src_mask: Tensor, group: int = 1) -> tuple[Tensor, KeyValue]:
+             src_mask: Tensor, group: int = 1, record_self: Record | None = None,
+             record_cross: Record | None = None) -> tuple[Tensor, KeyValue]:
         # One new position: x (B, 1, D); cache holds keys/values of the earlier positions;
         # memory_kv and src_mask have one row per `group` rows of x.
         def self_attend(h: Tensor) -> Tensor:
@@ -181,11 +241,13 @@ class DecoderLayer(nn.Module):
                 cache = new
             else:
                 cache = KeyValue(torch.cat([cache.k, new.k], 2), torch.cat([cache.v, new.v], 2))
-            return self.self_attn.attend(h, cache)  # the new query sees every cached position
+            # the new query sees every cached position
+            return self.self_attn.attend(h, cache, record=record_self)
 
         x = self.self_attn_res(x, self_attend)
         x = self.cross_attn_res(
-            x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask, group=group))
+            x, lambda h: self.cross_attn.attend(h, memory_kv, src_mask, group=group,
+                                                record=record_cross))
         return self.ffn_res(x, self.ffn), cache
 
 
@@ -196,10 +258,11 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_encoder_layers))
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
 
-    def forward(self, src: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, src: Tensor, mask: Tensor,
+                recorder: AttentionRecorder | None = None) -> Tensor:
         x = self.embed(src)  # (B, S, D)
-        for layer in self.layers:
-            x = layer(x, mask)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, _at(recorder, "encoder", i))
         return self.final_norm(x) if self.final_norm is not None else x
 
 
@@ -249,17 +312,21 @@ class Decoder(nn.Module):
     def memory_kv(self, memory: Tensor) -> list[KeyValue]:
         return [layer.cross_attn.project_kv(memory) for layer in self.layers]
 
-    def forward(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
+    def forward(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor,
+                recorder: AttentionRecorder | None = None) -> Tensor:
         x = self.embed(tgt_in)  # (B, T, D)
-        for layer, kv in zip(self.layers, self.memory_kv(memory), strict=True):
-            x = layer(x, kv, src_mask)
+        for i, (layer, kv) in enumerate(zip(self.layers, self.memory_kv(memory), strict=True)):
+            x = layer(x, kv, src_mask, _at(recorder, "decoder", i), _at(recorder, "cross", i))
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+    def step(self, tokens: Tensor, state: DecoderState,
+             recorder: AttentionRecorder | None = None) -> Tensor:
         x = self.embed(tokens, offset=state.length)  # (B, 1, D)
         for i, layer in enumerate(self.layers):
             x, state.self_kv[i] = layer.step(x, state.self_kv[i], state.memory_kv[i],
-                                             state.src_mask, state.group)
+                                             state.src_mask, state.group,
+                                             _at(recorder, "decoder", i),
+                                             _at(recorder, "cross", i))
         state.length += 1
         return self.final_norm(x) if self.final_norm is not None else x  # (B, 1, D)
 
@@ -300,14 +367,16 @@ class Transformer(nn.Module):
     def source_mask(self, src: Tensor) -> Tensor:
         return (src != self.config.pad_id)[:, None, None, :]  # (B, 1, 1, S) True = real token
 
-    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, src: Tensor, recorder: AttentionRecorder | None = None
+               ) -> tuple[Tensor, Tensor]:
         """src (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S)."""
         mask = self.source_mask(src)
-        return self.encoder(src, mask), mask
+        return self.encoder(src, mask, recorder), mask
 
-    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
+    def decode(self, tgt_in: Tensor, memory: Tensor, src_mask: Tensor,
+               recorder: AttentionRecorder | None = None) -> Tensor:
         """Teacher-forced decoding: tgt_in (B, T) -> logits (B, T, V)."""
-        return self.output(self.decoder(tgt_in, memory, src_mask))
+        return self.output(self.decoder(tgt_in, memory, src_mask, recorder))
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         memory, src_mask = self.encode(src)
@@ -323,11 +392,12 @@ class Transformer(nn.Module):
             group=group,
         )
 
-    def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+    def decode_step(self, tokens: Tensor, state: DecoderState,
+                    recorder: AttentionRecorder | None = None) -> Tensor:
         """Feed one token per row, tokens (B,) or (B, 1); returns logits (B, V), updates state."""
         if tokens.dim() == 1:
             tokens = tokens.unsqueeze(1)
-        return self.output(self.decoder.step(tokens, state)).squeeze(1)  # (B, V)
+        return self.output(self.decoder.step(tokens, state, recorder)).squeeze(1)  # (B, V)
 
 
 def count_parameters(model: nn.Module) -> int:

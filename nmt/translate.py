@@ -27,6 +27,7 @@ from typing import BinaryIO, TextIO
 import torch
 
 from nmt import lines as line_input
+from nmt.attention import format_pairs, hard_alignment, outputs_of, replay, word_alignment
 from nmt.checkpoint import load_checkpoint
 from nmt.config import PRECISIONS
 from nmt.errors import CheckpointError, ConfigError, DataError
@@ -56,6 +57,9 @@ class TranslateConfig:
     threads: int | None = None  # CPU threads for torch; None: every core this process may use
     seed: int = 0  # random seed for --sampling
     engine: str = "torch"  # "torch", or "ctranslate2" for a `nmt export --to ctranslate2` dir
+    alignments: bool = False  # add word alignments from cross-attention (see nmt.attention)
+    attention_weights: bool = False  # jsonl: also the full (T, S) subword attention matrix
+    alignment_layer: int = -1  # the decoder layer whose head-averaged attention aligns
 
     def __post_init__(self) -> None:
         if not self.checkpoints:
@@ -75,6 +79,8 @@ class TranslateConfig:
             raise ConfigError("the maximum output length (a * source length + b) must be positive")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be positive, got {self.threads}")
+        if self.attention_weights and not (self.alignments and self.output_format == "jsonl"):
+            raise ConfigError("attention weights need --alignments and --output-format jsonl")
 
 
 @dataclass
@@ -96,6 +102,17 @@ class _Line:
     number: int  # 1-based input line number
     ids: list[int]  # source ids with EOS, or [] for a line that needs no model
     hyps: list[Hypothesis] = field(default_factory=list)  # best first
+    aligned: list[Aligned] = field(default_factory=list)  # per hypothesis, with --alignments
+
+
+@dataclass
+class Aligned:
+    """One hypothesis's alignment: word pairs, and the subword attention it came from."""
+
+    pairs: list[tuple[int, int]]  # (source word, target word), 0-based
+    source_tokens: list[str]  # S source pieces, EOS last
+    target_tokens: list[str]  # T output pieces
+    weights: torch.Tensor  # (T, S) head-averaged cross-attention of the alignment layer
 
 
 # --- setup ---------------------------------------------------------------------------------------
@@ -176,9 +193,14 @@ def clean(text: str) -> str:
     return text.translate(LINE_BREAKS)
 
 
-def format_line(line: _Line, vocab: Vocabulary, fmt: str, nbest: int) -> str:
-    """The output for one input line (several lines for text n-best lists), with newlines."""
+def format_line(line: _Line, vocab: Vocabulary, fmt: str, nbest: int,
+                alignments: bool = False, weights: bool = False) -> str:
+    """The output for one input line (several lines for text n-best lists), with newlines.
+
+    With `alignments`, each translation is followed by its word alignment (text: after
+    ` ||| `; jsonl: an `alignment` field and, with `weights`, the `attention` matrix)."""
     texts = [clean(vocab.decode(h.tokens)) for h in line.hyps]
+    pairs = [format_pairs(a.pairs) for a in line.aligned] or [""] * len(texts)
     if fmt == "jsonl":
         best = line.hyps[0] if line.hyps else None
         obj = {
@@ -189,15 +211,28 @@ def format_line(line: _Line, vocab: Vocabulary, fmt: str, nbest: int) -> str:
                             "log_probs": h.log_probs}
                            for t, h in zip(texts, line.hyps, strict=True)],
         }
+        if alignments:
+            obj["alignment"] = pairs[0] if pairs else ""
+            for hyp, p in zip(obj["hypotheses"], pairs, strict=True):
+                hyp["alignment"] = p
+        if weights:
+            a = line.aligned[0] if line.aligned else None
+            obj["attention"] = None if a is None else {
+                "source_tokens": a.source_tokens, "target_tokens": a.target_tokens,
+                "weights": [[round(w, 5) for w in row] for row in a.weights.tolist()]}
         return json.dumps(obj, ensure_ascii=False) + "\n"
+    tail = (lambda i: f" ||| {pairs[i]}") if alignments else (lambda i: "")
     if nbest == 1:
-        return (texts[0] if texts else "") + "\n"
-    # Moses-style n-best list: 0-based sentence id ||| translation ||| score. A line with no
-    # hypothesis (empty input, or a failed search) still gets its id: an empty one, score 0.
+        if not texts:
+            return " ||| \n" if alignments else "\n"
+        return texts[0] + tail(0) + "\n"
+    # Moses-style n-best list: 0-based sentence id ||| translation ||| score [||| alignment].
+    # A line with no hypothesis (empty input, or a failed search) still gets its id: an empty
+    # one, score 0.
     if not line.hyps:
-        return f"{line.number - 1} |||  ||| {0.0:.6f}\n"
-    return "".join(f"{line.number - 1} ||| {t} ||| {h.score:.6f}\n"
-                   for t, h in zip(texts, line.hyps, strict=True))
+        return f"{line.number - 1} |||  ||| {0.0:.6f}{' ||| ' if alignments else ''}\n"
+    return "".join(f"{line.number - 1} ||| {t} ||| {h.score:.6f}{tail(i)}\n"
+                   for i, (t, h) in enumerate(zip(texts, line.hyps, strict=True)))
 
 
 # --- translation ----------------------------------------------------------------------------------
@@ -242,8 +277,9 @@ class Translator:
     """Searches batches of encoded lines with one model or an ensemble."""
 
     def __init__(self, ensemble: Ensemble, config: TranslateConfig, device: torch.device,
-                 name: str) -> None:
+                 name: str, vocab: Vocabulary | None = None) -> None:
         self.ensemble = ensemble
+        self.vocab = vocab  # needed for alignments (token pieces)
         self.config = config
         self.device = device
         self.name = name
@@ -262,6 +298,37 @@ class Translator:
         results = search(self.ensemble, src, limit, self.config.search, self.generator)
         for line, hyps in zip(batch, results, strict=True):
             line.hyps = hyps
+        if self.config.alignments:
+            self.align(batch, src)
+
+    def align(self, batch: list[_Line], src: torch.Tensor) -> None:
+        """Every hypothesis's alignment from the cross-attention its models paid while
+        decoding it (replayed; head average of one layer, averaged over an ensemble)."""
+        eos = self.ensemble.config.eos_id
+        rows = [row for row, line in enumerate(batch) for _ in line.hyps]
+        outputs = [outputs_of(h, eos) for line in batch for h in line.hyps]
+        if not rows:
+            return
+        row_src = src[torch.tensor(rows, device=src.device)]  # (N, S)
+        layer = self.config.alignment_layer
+        weights = None
+        for model in self.ensemble.models:
+            cross = replay(model, row_src, outputs, kinds=("cross",))["cross"]
+            mine = [c[layer].mean(0) for c in cross]  # (T, S) each
+            weights = mine if weights is None else [w + m for w, m in zip(weights, mine,
+                                                                          strict=True)]
+        weights = [w / len(self.ensemble.models) for w in weights]
+        piece = self.vocab.sp.id_to_piece
+        flat = iter(zip(outputs, weights, strict=True))
+        for line in batch:
+            source = [piece(i) for i in line.ids]
+            line.aligned = []
+            for hyp in line.hyps:
+                out, w = next(flat)
+                target = [piece(i) for i in out]
+                pairs = hard_alignment(w, target_eos=len(out) > len(hyp.tokens))
+                line.aligned.append(Aligned(word_alignment(pairs, source[:-1], target),
+                                            source, target, w))
 
     def translate(self, batch: list[_Line], stats: TranslateStats) -> None:
         """Search `batch`; if that fails, each line alone; a line that still fails stays empty."""
@@ -301,7 +368,7 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     dtype = resolve_dtype(config.precision, device)
     ensemble, vocab = load_models(config.checkpoints, device, dtype)
     name = str(config.input) if config.input else "<stdin>"
-    translator = Translator(ensemble, config, device, name)
+    translator = Translator(ensemble, config, device, name, vocab)
     stats = TranslateStats(device=f"{device} {str(dtype).removeprefix('torch.')}")
     started = time.perf_counter()
     with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
@@ -311,8 +378,8 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
             for batch in make_batches(lines, config.batch_tokens, decoder_rows(config.search)):
                 translator.translate(batch, stats)
             for line in lines:
-                sink.write(format_line(line, vocab, config.output_format,
-                                       config.search.nbest))
+                sink.write(format_line(line, vocab, config.output_format, config.search.nbest,
+                                       config.alignments, config.attention_weights))
                 stats.sentences += bool(line.ids)
                 stats.tokens += len(line.hyps[0].tokens) if line.hyps else 0
             sink.flush()
@@ -334,6 +401,7 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
         ("--ensemble", len(config.checkpoints) > 1),
         ("--stopping exact", s.stopping == "exact" and s.beam > 1),
         ("--output-format jsonl", config.output_format != "text"),
+        ("--alignments", config.alignments),
         ("--lenpen-style gnmt (CTranslate2 divides by |Y|^alpha: use fairseq)",
          s.lenpen_style != "fairseq")) if on]
     if refused:
