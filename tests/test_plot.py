@@ -11,6 +11,7 @@ from nmt.cli import app
 pytest.importorskip("matplotlib", reason="the `viz` extra (matplotlib) is not installed")
 
 from nmt import plot  # noqa: E402
+from nmt.train import rundir  # noqa: E402
 
 runner = CliRunner()
 
@@ -29,7 +30,7 @@ def _write_run(path, *, valid: bool, torn: bool = False):
     text = "".join(json.dumps(r) + "\n" for r in records)
     if torn:
         text += '{"kind": "train", "st'  # a killed run's last line
-    (path / plot.METRICS_FILE).write_text(text)
+    (path / rundir.METRICS).write_text(text)
     return path
 
 
@@ -63,4 +64,4 @@ def test_bad_runs_are_one_line_errors(tmp_path):
     assert result.exit_code == 2 and "metrics.jsonl" in result.output
     run = _write_run(tmp_path / "r", valid=False)
     result = runner.invoke(app, ["plot", str(run), "--x", "epoch"])
-    assert result.exit_code == 2 and "x axis" in result.output
+    assert result.exit_code == 2 and "'epoch' is not one of 'step', 'time'" in result.output
