@@ -230,6 +230,11 @@ def prepare(
                              "en-de (the paper's), 32000 for other WMT, 8000 for Multi30k, "
                              "IWSLT and local corpora under 1M pairs.",
         show_default=False, rich_help_panel=MODEL)] = None,
+    vocab_from: Annotated[Path | None, typer.Option(
+        "--vocab-from", "--spm", help="Encode with this SentencePiece model instead of training "
+                                      "one: a .model file, a checkpoint or a prepared directory "
+                                      "(to fine-tune that checkpoint on this data).",
+        show_default=False, rich_help_panel=MODEL)] = None,
     spm_sample: Annotated[int, typer.Option(
         "--spm-sample", help="Train SentencePiece on at most this many sentences (a random "
                              "sample of both sides).", rich_help_panel=MODEL)] = 10_000_000,
@@ -275,9 +280,9 @@ def prepare(
     config = guarded(
         prepare_stage.PrepareConfig, corpus=corpus, out=out_dir, src_lang=src, tgt_lang=tgt,
         train=train_data, valid=valid_data, test=test_data, dataset=dataset, name=name,
-        vocab_size=vocab_size, max_len=max_len, max_ratio=max_ratio, dedup=dedup,
-        spm_sample=spm_sample, workers=workers, on_bad_utf8=on_bad_utf8.value, force=force,
-        seed=seed, cache_dir=cache_dir)
+        vocab_size=vocab_size, vocab_from=vocab_from, max_len=max_len, max_ratio=max_ratio,
+        dedup=dedup, spm_sample=spm_sample, workers=workers, on_bad_utf8=on_bad_utf8.value,
+        force=force, seed=seed, cache_dir=cache_dir)
     progress = display.Progress()
     try:
         summary = guarded(prepare_stage.run, config, progress)

@@ -73,11 +73,12 @@ _WHAT = {
 
 
 def os_failure(exc: OSError, where: str | os.PathLike | None = None, *,
-               needed: int | None = None) -> FileSystemError:
-    """`exc` as a one-line error naming the path; a full disk also says how much was needed."""
+               needed: int | None = None, at_least: bool = False) -> FileSystemError:
+    """`exc` as a one-line error naming the path; a full disk also says how much was needed
+    (`at_least`: what had been written when the disk filled)."""
     what = _WHAT.get(exc.errno or 0, exc.strerror or str(exc))
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) and needed:
-        what += f" (the write needed {_size(needed)})"
+        what += f" (the write needed {'at least ' if at_least else ''}{_size(needed)})"
     place = where if where is not None else (exc.filename or "")
     failure = FileSystemError(what, where=str(place) if place else None)
     failure.errno, failure.strerror = exc.errno, exc.strerror
@@ -295,10 +296,13 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]
     """Hold an exclusive `flock` on `path`'s lock file, or fail at once naming the holder.
 
     The kernel drops the lock when the process dies, so a killed writer never blocks the next.
-    Leftovers of dead writers are cleared (`recover`) once the lock is held.
+    Leftovers of dead writers are cleared (`recover`) once the lock is held. If the command
+    fails before `path` exists, the lock file and the directories made for it are removed:
+    a failed first run changes nothing on disk.
     """
     path = Path(path)
     lock = lock_path(path)
+    made = [p for p in (lock.parent, *lock.parent.parents) if not p.exists()]
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -317,6 +321,13 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         recover(path)
-        yield
+        try:
+            yield
+        finally:
+            if not path.exists():  # nothing was made: leave no trace, still under the lock
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+                    for directory in made:  # innermost first; only if empty
+                        directory.rmdir()
     finally:
         os.close(fd)

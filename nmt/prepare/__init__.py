@@ -13,7 +13,7 @@ Stages, each skipped when its outputs exist and were made from the same input an
    offsets. Training pairs too long or with too high a length ratio are dropped here.
 
 Then `manifest.json` (`manifest.py`). All writes go to a staging directory next to the output
-directory (`.NAME.partial`, `workspace.py`), into which finished stages found in the output
+directory (`.NAME.partial`, `staging.py`), into which finished stages found in the output
 directory are hard-linked; on success the staging directory replaces the output directory. A
 failed or interrupted run therefore never damages a finished one, and the next run resumes from
 the staging directory. The settings are `config.PrepareConfig`; `pipeline.run` runs it all.
@@ -28,7 +28,7 @@ from nmt.prepare.config import (
     ProgressSink,
 )
 from nmt.prepare.pipeline import PrepareSummary, list_corpora, run
-from nmt.prepare.workspace import STATE_FILE, StageReport
+from nmt.prepare.staging import STATE_FILE, StageReport
 from nmt.vocab import SPM_FILE
 
 __all__ = [

@@ -21,7 +21,7 @@ from nmt.vocab import LINE_BREAKS
 
 if TYPE_CHECKING:
     from nmt.prepare.config import PrepareConfig, ProgressSink
-    from nmt.prepare.workspace import Workspace
+    from nmt.prepare.staging import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from typing import Protocol
 from nmt import corpora
 from nmt.errors import ConfigError
 from nmt.files import available_cores
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, SPM_FILE, UNK_ID, Vocabulary
 
 MIN_VOCAB_SIZE = 300  # 256 byte-fallback pieces, 4 specials and room for real pieces
 SMALL_CORPUS_PAIRS = 1_000_000  # local corpora below this get the small default vocabulary
@@ -28,7 +29,9 @@ class PrepareConfig:
     test: Path | None = None  # local only: test text prefix or data file (optional)
     dataset: Path | None = None  # local only: a directory datasets loads, with train/valid splits
     name: str | None = None  # local only: corpus name; None: the data's directory name
-    vocab_size: int | None = None  # joint vocabulary; None: the corpus default (32000 WMT, 8000)
+    vocab_size: int | None = None  # joint vocabulary; None: the corpus default (37000 WMT14 en-de)
+    vocab_from: Path | None = None  # reuse this SentencePiece model (a .model file, a checkpoint
+    #                                 or a prepared directory) instead of training one
     max_len: int = 250  # drop training pairs with a side longer than this many subwords
     max_ratio: float = 1.5  # drop training pairs whose subword length ratio exceeds this
     dedup: bool = False  # drop exact duplicate training pairs (after whitespace cleaning)
@@ -77,6 +80,8 @@ def validate(c: PrepareConfig) -> None:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
     if c.max_ratio < 1.0:
         raise ConfigError(f"--max-ratio must be at least 1.0, got {c.max_ratio}")
+    if c.vocab_from is not None and c.vocab_size is not None:
+        raise ConfigError("--vocab-from reuses a vocabulary of its own size: drop --vocab-size")
 
 
 def source_of(c: PrepareConfig) -> corpora.Source:
@@ -101,11 +106,30 @@ def source_of(c: PrepareConfig) -> corpora.Source:
 
 def vocab_size_of(c: PrepareConfig, source: corpora.Source, train_pairs: int) -> int:
     """The joint vocabulary size: asked for, the corpus default, or by corpus size."""
+    if c.vocab_from is not None:
+        return len(given_vocabulary(c.vocab_from))
     if c.vocab_size is not None:
         return c.vocab_size
     if source.default_vocab_size is not None:
         return source.default_vocab_size
     return SMALL_VOCAB_SIZE if train_pairs < SMALL_CORPUS_PAIRS else LARGE_VOCAB_SIZE
+
+
+def given_vocabulary(path: Path) -> Vocabulary:
+    """The SentencePiece model `--vocab-from` names: a `.model` file, or the one inside a
+    checkpoint or prepared directory; it must use nmt's special ids (pad/unk/bos/eos 0-3)."""
+    path = Path(path)
+    file = path / SPM_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise ConfigError(f"no SentencePiece model: neither a .model file nor a directory with "
+                          f"{SPM_FILE} (a checkpoint or prepared data)",
+                          where=f"--vocab-from {path}")
+    vocab = Vocabulary.from_file(file)
+    ids = (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id)
+    if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        raise ConfigError(f"special ids pad/unk/bos/eos are {ids}, nmt needs "
+                          f"{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}", where=str(file))
+    return vocab
 
 
 def workers_of(c: PrepareConfig) -> int:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from nmt import __version__, corpora
 from nmt.data import MANIFEST_FORMAT, token_dtype
-from nmt.prepare.workspace import digest
+from nmt.prepare.staging import digest
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, SPM_FILE, UNK_ID
 
 if TYPE_CHECKING:

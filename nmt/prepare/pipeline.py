@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nmt import corpora
+from nmt import corpora, files, workspace
 from nmt.prepare import encode
 from nmt.prepare.clean import clean_stage
 from nmt.prepare.config import (
@@ -21,7 +21,7 @@ from nmt.prepare.config import (
 )
 from nmt.prepare.manifest import build_manifest
 from nmt.prepare.spm import spm_stage
-from nmt.prepare.workspace import (
+from nmt.prepare.staging import (
     MANIFEST_FILE,
     Keys,
     StageReport,
@@ -59,7 +59,13 @@ def run(config: PrepareConfig, progress: ProgressSink | None = None) -> PrepareS
     progress = progress or NoProgress()
     validate(config)
     source = source_of(config)
-    out = Path(config.out) if config.out else Path("data") / source.name
+    out = Path(config.out) if config.out else Path(workspace.DATA_DIR) / source.name
+    with files.output_lock(out, "the prepared data directory"):
+        return _prepare(config, source, out, progress)
+
+
+def _prepare(config: PrepareConfig, source: corpora.Source, out: Path,
+             progress: ProgressSink) -> PrepareSummary:
     header = {"corpus": source.name, "src_lang": source.src, "tgt_lang": source.tgt}
     check_output_dir(out, header)
     if not config.force:
@@ -71,6 +77,11 @@ def run(config: PrepareConfig, progress: ProgressSink | None = None) -> PrepareS
     try:
         reports, manifest = _run_stages(ws, source, config, progress)
         ws.publish()
+    except OSError as exc:  # a full disk, a read-only file system: name the output
+        progress.stop()
+        written = files.tree_size(ws.dir) if ws.dir.exists() else 0
+        ws.abandon()
+        raise files.os_failure(exc, exc.filename or out, needed=written, at_least=True) from None
     except BaseException:
         progress.stop()
         ws.abandon()

@@ -12,12 +12,12 @@ import numpy as np
 
 from nmt import corpora
 from nmt.prepare.clean import WRITE_BATCH
-from nmt.prepare.config import workers_of
+from nmt.prepare.config import given_vocabulary, workers_of
 from nmt.vocab import SPM_FILE, train_sentencepiece
 
 if TYPE_CHECKING:
     from nmt.prepare.config import PrepareConfig, ProgressSink
-    from nmt.prepare.workspace import Workspace
+    from nmt.prepare.staging import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ def spm_stage(ws: Workspace, c: PrepareConfig, source: corpora.Source, clean: di
               vocab_size: int, progress: ProgressSink,
               ) -> tuple[dict[str, Path], dict[str, Any], int]:
     """The stage: (files written, result recorded, pairs sampled)."""
+    if c.vocab_from is not None:
+        return _given_stage(ws, c)
     n = clean["train"]["pairs"]
     paths = [ws.path(f"train.clean.{lang}") for lang in (source.src, source.tgt)]
     sampled = [0]
@@ -49,6 +51,19 @@ def spm_stage(ws: Workspace, c: PrepareConfig, source: corpora.Source, clean: di
     result = {"sha256": vocab.sha256, "vocab_size": len(vocab), "requested_vocab_size": vocab_size,
               "sample_sentences": sampled[0]}
     return {SPM_FILE: temp}, result, sampled[0] // 2
+
+
+def _given_stage(ws: Workspace, c: PrepareConfig
+                 ) -> tuple[dict[str, Path], dict[str, Any], int]:
+    """`--vocab-from`: the given model, unchanged, so that a model trained on it can be
+    fine-tuned on this data."""
+    vocab = given_vocabulary(c.vocab_from)
+    temp = ws.temp(SPM_FILE)
+    vocab.save(temp)
+    log.info("spm: %s pieces from %s", f"{len(vocab):,}", c.vocab_from)
+    result = {"sha256": vocab.sha256, "vocab_size": len(vocab), "requested_vocab_size": len(vocab),
+              "sample_sentences": 0, "from": str(c.vocab_from)}
+    return {SPM_FILE: temp}, result, 0
 
 
 def sample_lines(paths: list[Path], n: int, budget: int, seed: int,

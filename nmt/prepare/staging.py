@@ -67,6 +67,11 @@ class Keys:
                        "on_bad_utf8": self.c.on_bad_utf8, "dedup": self.c.dedup})
 
     def spm(self, vocab_size: int) -> str:
+        if self.c.vocab_from is not None:  # a given model: its bytes are what matters
+            from nmt.prepare.config import given_vocabulary
+
+            return digest({"v": _STATE_VERSION, "given": given_vocabulary(
+                self.c.vocab_from).sha256})
         return digest({"v": _STATE_VERSION, "clean": self.clean(), "vocab_size": vocab_size,
                        "spm_sample": self.c.spm_sample, "seed": self.c.seed})
 
