@@ -1,27 +1,24 @@
 """Data-parallel workers: the local launcher and the small collective helpers the trainer needs.
 
-`nmt train --gpus N` starts N local workers itself through PyTorch's elastic launcher (the
-machinery behind `torchrun`), on one node or, with `--nnodes/--node-rank/--master-addr`, on
-several. Under an external `torchrun`, RANK/WORLD_SIZE/LOCAL_RANK are already in the environment
-and the same command trains as one of the workers; under `srun` with one task per GPU, SLURM's
-task ids stand in for them (with MASTER_ADDR exported). On GPUs the workers talk
-through NCCL, on CPU through gloo (`--device cpu --gpus 2` runs two CPU workers).
+`nmt train --gpus N` starts N local workers itself (`nmt.launcher`: Ctrl-C and SIGTERM stop
+them as they stop one process, and they die with it), on one node or, with
+`--nnodes/--node-rank/--master-addr`, on several. Under an external `torchrun`,
+RANK/WORLD_SIZE/LOCAL_RANK are already in the environment and the same command trains as one of
+the workers; under `srun` with one task per GPU, SLURM's task ids stand in for them (with
+MASTER_ADDR exported). On GPUs the workers talk through NCCL, on CPU through gloo
+(`--device cpu --gpus 2` runs two CPU workers).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import datetime
-import json
 import logging
 import os
-import signal
 import socket
-import tempfile
-import traceback
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -169,81 +166,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(fn: Callable[..., Any], args: tuple, error_dir: str) -> Any:
-    """Runs in each worker: a user-facing error is written where the launcher will find it."""
-    try:
-        return fn(*args)
-    except NmtError as exc:
-        rank = os.environ.get("RANK", "0")
-        record = {"message": str(exc), "exit_code": exc.exit_code}
-        Path(error_dir, f"rank-{rank}.json").write_text(json.dumps(record), encoding="utf-8")
-        raise
-    except Exception:
-        traceback.print_exc()
-        raise
-
-
-def _children() -> list[int]:
-    """Direct child processes of this one (Linux), to pass a stop signal on to the workers."""
-    pids: list[int] = []
-    for task in Path("/proc/self/task").glob("*/children"):
-        with contextlib.suppress(OSError, ValueError):
-            pids += [int(p) for p in task.read_text().split()]
-    return pids
-
-
-@contextlib.contextmanager
-def _forward_stop_signals():
-    """While workers run, SIGINT/SIGTERM to the launcher become SIGTERM to the workers: each
-    finishes its step and writes a checkpoint, and the launcher waits for them to exit."""
-    def forward(signum, frame):
-        for pid in _children():
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGTERM)
-
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
 def launch(fn: Callable[..., Any], args: tuple, spec: Launch) -> Any:
-    """Run `fn(*args)` in `spec.nproc` local workers; returns rank 0's result (None elsewhere)."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+    """Run `fn(*args)` in `spec.nproc` local workers (`nmt.launcher`); returns rank 0's result
+    (None on the other nodes). A signal that stopped the run is the one the result names."""
+    from nmt import launcher
 
     if spec.nnodes == 1:
         port = spec.master_port or _free_port()
     else:
         port = spec.master_port or 29500
-    config = LaunchConfig(
-        min_nodes=spec.nnodes, max_nodes=spec.nnodes, nproc_per_node=spec.nproc,
-        run_id=f"nmt-{spec.master_addr}-{port}", rdzv_backend="static",
-        rdzv_endpoint=f"{spec.master_addr}:{port}",
-        rdzv_configs={"rank": spec.node_rank, "timeout": 900}, max_restarts=0,
-        monitor_interval=0.2, start_method="spawn", signals_to_handle="SIGHUP,SIGQUIT",
-    )
-    elastic_log = logging.getLogger("torch.distributed.elastic")
-    old_level = elastic_log.level
-    elastic_log.setLevel(logging.CRITICAL)
-    with tempfile.TemporaryDirectory(prefix="nmt-workers-") as error_dir:
-        try:
-            with _forward_stop_signals():
-                results = elastic_launch(config, _entry)(fn, args, error_dir)
-        except ChildFailedError as exc:
-            raise _worker_error(exc, Path(error_dir)) from None
-        finally:
-            elastic_log.setLevel(old_level)
-    return results.get(0) if results else None
-
-
-def _worker_error(exc, error_dir: Path) -> WorkerError:
-    records = sorted(error_dir.glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    if records:
-        record = json.loads(records[0].read_text(encoding="utf-8"))
-        return WorkerError(record["message"], record.get("exit_code", 2))
-    rank, failure = exc.get_first_failure()
-    return WorkerError(f"worker {rank} failed (exit code {failure.exitcode}); "
-                       "see its output above")
+    try:
+        outcome = launcher.start(fn, args, nproc=spec.nproc, node_rank=spec.node_rank,
+                                 nnodes=spec.nnodes, master_addr=spec.master_addr,
+                                 master_port=port)
+    except launcher.WorkerFailed as exc:
+        if exc.details:
+            print(exc.details, file=sys.stderr, end="" if exc.details.endswith("\n") else "\n")
+        raise WorkerError(exc.message, exc.exit_code) from None
+    result = outcome.results.get(0)
+    if outcome.stop_signal and getattr(result, "signal", None):
+        # workers ignore SIGINT and hear of any stop as SIGTERM; name what the user sent
+        result = dataclasses.replace(result, signal=outcome.stop_signal)
+    return result

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nmt import launcher
 from nmt.train.checkpointing import save, validate_and_save
 from nmt.train.config import TrainConfig
 from nmt.train.report import Meter, report_step
@@ -18,7 +19,13 @@ from nmt.train.step import StepOutput, train_step
 
 class StopRequest:
     """SIGINT/SIGTERM: finish the current update, write a checkpoint, exit 0. A second signal
-    stops at once (the last checkpoint is intact)."""
+    stops at once (the last checkpoint is intact).
+
+    In a worker of nmt's launcher, SIGINT stays ignored (the launcher owns Ctrl-C and passes a
+    stop on as SIGTERM) and a repeated signal is ignored too (SIGTERM may come both from the
+    launcher and, say, from systemd or Slurm signalling every process): the launcher kills
+    the workers on a second signal of its own.
+    """
 
     def __init__(self) -> None:
         self.signal: str | None = None
@@ -26,12 +33,15 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.signal is not None:
+            if launcher.in_worker():
+                return
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            signals = (signal.SIGTERM,) if launcher.in_worker() else (signal.SIGINT, signal.SIGTERM)
+            self._old = {s: signal.signal(s, self._handle) for s in signals}
         return self
 
     def __exit__(self, *exc) -> None:
