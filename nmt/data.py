@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from nmt.errors import DataError
+from nmt.errors import ConfigError, DataError
+from nmt.text import TextStyle
 from nmt.vocab import Vocabulary
 
 MANIFEST_FORMAT = "nmt-prepared/1"
@@ -161,6 +162,11 @@ class PreparedData:
     def name(self) -> str:
         return self.manifest["corpus"]
 
+    @property
+    def text_style(self) -> TextStyle:
+        """How the text was lowercased / tokenized before encoding (plain when not)."""
+        return TextStyle.from_dict(self.manifest.get("text"))
+
     def has_split(self, name: str) -> bool:
         return name in self.manifest["splits"]
 
@@ -203,6 +209,10 @@ def check_manifest(manifest: Any, *, where: str) -> None:
          f"spm.file must be a file name in the data directory, not {spm.get('file')!r}")
     need(isinstance(spm.get("sha256"), str) and len(spm["sha256"]) == 64,
          "spm.sha256 must be a sha256 digest")
+    try:
+        TextStyle.from_dict(manifest.get("text"))
+    except ConfigError as exc:
+        raise DataError(str(exc), where=where) from None
     splits = manifest.get("splits")
     need(isinstance(splits, dict) and "train" in splits, "splits must name a train split")
     for name, split in splits.items():

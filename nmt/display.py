@@ -256,11 +256,11 @@ def info_table(rows: list[tuple[str, str]]) -> None:
 
 
 # --- score -----------------------------------------------------------------------------------
-def score_lines(report, paper_bleu_name: str, level: float) -> None:
+def score_lines(report, level: float) -> None:
     """Each score with its signature (and significance against a baseline), as plain lines."""
     for s in report.scores:
         plain(s.text, stderr=False)
-        kind = "sacreBLEU signature" if s.name != paper_bleu_name else "variant"
+        kind = "variant" if "tok:nmt-" in s.signature else "sacreBLEU signature"
         plain(f"  {kind}: {s.signature}", stderr=False)
         if s.significance is not None:
             plain(f"  {_significance_line(s, level)}", stderr=False)

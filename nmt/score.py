@@ -9,7 +9,8 @@ Two BLEU variants are offered and always named in the output:
   `Auto ##AT##-##AT## Industrie` (`split_compounds`), and BLEU is computed on those tokens with
   sacreBLEU's `tokenize="none"`. With `lowercase` it is lowercased tokenized BLEU *with* compound
   splitting; the Multi30k literature's lowercased Moses-tokenized BLEU splits no compounds and
-  comes out about 0.4 lower on Multi30k, so compare such numbers with care.
+  comes out about 0.4 lower on Multi30k: that one is `moses_bleu` with `lowercase`.
+- Moses-tokenized BLEU (`moses_bleu`): both sides tokenized as above, no compound splitting.
 
 Significance against a baseline system uses paired bootstrap resampling (Koehn, 2004) on
 sentence-level sufficient statistics with a fixed seed.
@@ -28,11 +29,13 @@ from typing import Any, BinaryIO
 
 from nmt import __version__
 from nmt.errors import ConfigError, DataError
+from nmt.text import tokenize_moses_like
 
 log = logging.getLogger(__name__)
 
 METRICS = ("bleu", "chrf", "ter")
 PAPER_BLEU_NAME = "tokenized BLEU (Moses-style, compound-split; comparable to the paper)"
+MOSES_BLEU_NAME = "tokenized BLEU (Moses-style, no compound splitting)"
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 12345
 SIGNIFICANCE_LEVEL = 0.05
@@ -114,6 +117,7 @@ def run(
     metrics: list[str] | None = None,
     lowercase: bool = False,
     paper_bleu: bool = False,
+    moses_bleu: bool = False,
     baseline: Path | None = None,
     min_bleu: float | None = None,
     min_chrf: float | None = None,
@@ -145,10 +149,13 @@ def run(
         base = read_lines(baseline)
         _check_counts((hyp_name, hyps), [base], what="baseline")
     ref_streams = [lines for _, lines in refs]
-    lang = _language(references[0]) if paper_bleu else None
+    if paper_bleu and moses_bleu:
+        raise ConfigError("--paper-bleu and --moses-bleu are two variants of tokenized BLEU: "
+                          "choose one")
+    lang = _language(references[0]) if paper_bleu or moses_bleu else None
     scores = [
         _score_one(key, hyps, ref_streams, base, lowercase=lowercase,
-                   paper_bleu_lang=lang if key == "bleu" else None)
+                   paper_bleu_lang=lang if key == "bleu" else None, compounds=paper_bleu)
         for key in keys
     ]
     failures = _failures(scores, min_bleu=min_bleu, min_chrf=min_chrf)
@@ -216,19 +223,21 @@ def _language(reference: Path) -> str:
 # --- scoring ---------------------------------------------------------------------------------
 def _score_one(key: str, hyps: list[str], refs: list[list[str]],
                base: tuple[str, list[str]] | None, *, lowercase: bool,
-               paper_bleu_lang: str | None) -> MetricScore:
+               paper_bleu_lang: str | None, compounds: bool = True) -> MetricScore:
     metric = _metric(key, lowercase=lowercase, tokenized=paper_bleu_lang is not None)
 
     def prep(lines: list[str]) -> list[str]:
         if paper_bleu_lang is None:
             return list(lines)
-        return [paper_tokenize(line, lang=paper_bleu_lang) for line in lines]
+        tokenize = paper_tokenize if compounds else tokenize_moses_like
+        return [tokenize(line, lang=paper_bleu_lang) for line in lines]
 
     hyps, refs = prep(hyps), [prep(stream) for stream in refs]
     result = metric.corpus_score(hyps, refs)
     if paper_bleu_lang is not None:
-        name = PAPER_BLEU_NAME
-        signature = paper_bleu_signature(len(refs), lowercase=lowercase, lang=paper_bleu_lang)
+        name = PAPER_BLEU_NAME if compounds else MOSES_BLEU_NAME
+        signature = paper_bleu_signature(len(refs), lowercase=lowercase, lang=paper_bleu_lang,
+                                         compounds=compounds)
     else:
         name = result.name
         signature = str(metric.get_signature())
@@ -254,12 +263,14 @@ def _metric(key: str, *, lowercase: bool, tokenized: bool):
     return TER()  # sacreBLEU's TER is case-insensitive already (signature: case:lc)
 
 
-def paper_bleu_signature(n_refs: int, *, lowercase: bool, lang: str) -> str:
+def paper_bleu_signature(n_refs: int, *, lowercase: bool, lang: str,
+                         compounds: bool = True) -> str:
     """A sacreBLEU-style description of the tokenized-BLEU variant (not a sacreBLEU tokenizer)."""
     import sacrebleu
 
     case = "lc" if lowercase else "mixed"
-    return (f"nrefs:{n_refs}|case:{case}|eff:no|tok:nmt-moses-like({lang})+compound-split"
+    split = "+compound-split" if compounds else ""
+    return (f"nrefs:{n_refs}|case:{case}|eff:no|tok:nmt-moses-like({lang}){split}"
             f"|smooth:exp|sacrebleu:{sacrebleu.__version__}|nmt:{__version__}")
 
 
@@ -319,51 +330,13 @@ def _scores_of(metric, stats) -> Any:
     return np.array([metric._compute_score_from_stats(row).score for row in stats.tolist()])
 
 
-# --- tokenized BLEU: Moses-style tokenization and compound splitting -------------------------
-# Moses tokenizer.perl (non-aggressive) rules, compactly: split off every character that is
-# not a letter, digit, space, period, apostrophe, backtick, comma or hyphen; split commas not
-# between digits; keep runs of dots together; split apostrophes (English: "don 't", "1990 's");
-# split a word-final period unless the word is an abbreviation, contains another period
-# ("U.S."), or the next word starts in lowercase. Hyphens stay inside words, as in Moses.
-_SPECIAL = re.compile(r"([^\w\s.'`,\-]|_)")
-_MULTIDOT = re.compile(r"\.{2,}")
-_COMMA = re.compile(r"(?<!\d),|,(?!\d)")
-_ALPHA = re.compile(r"[^\W\d_]")
+# --- tokenized BLEU: Moses-style tokens (nmt.text) and compound splitting ---------------------
 _COMPOUND_HYPHEN = re.compile(r"(\S)-(\S)")
-
-# Words that keep their final period, a compact subset of Moses' per-language prefix lists:
-# initials, titles, months and common abbreviations; German also keeps ordinals ("am 22. Mai")
-# and Roman numerals. `_NUMERIC_ONLY` words keep it only before a number ("No. 5").
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_TITLES = """Adj Adm Adv Asst Bart Bldg Brig Bros Capt Cmdr Col Comdr Con Corp Cpl DR Dr Drs Ens Gen
-Gov Hon Hosp Insp Lt MM MR MRS MS Maj Messrs Mlle Mme Mr Mrs Ms Msgr Op Ord Pfc Ph Prof Pvt Rep
-Reps Res Rev Rt Sen Sens Sfc Sgt Sr St Supt Surg v vs""".split()
-_ROMAN = "I II III IV V VI VII VIII IX X XI XII XIII XIV XV XVI XVII XVIII XIX XX".split()
-_NONBREAKING = {
-    "en": frozenset([*_LETTERS, *_TITLES, "Hr", "Nos", "Nr", "Rs", "rev", *(
-        "Jan Feb Mar Apr Jun Jul Aug Sep Oct Nov Dec".split())]),
-    "de": frozenset([*_LETTERS, *_LETTERS.lower(), *_TITLES, *_ROMAN,
-                     *(r.lower() for r in _ROMAN), *(str(n) for n in range(1, 100)), *(
-        """Art Ca Chr Co Ltd Mio Mrd MwSt No Nos Nr Std bzw bzgl ca dgl etc evtl ff ggf jun pp sen
-        sog sogen usf usw vgl zzt""".split())]),
-    "xx": frozenset([*_LETTERS, *_TITLES]),
-}
-_NUMERIC_ONLY = {"en": frozenset(["No", "Art", "pp"])}
 
 
 def paper_tokenize(line: str, *, lang: str = "xx") -> str:
     """Moses-style tokenization followed by hyphenated-compound splitting."""
     return split_compounds(tokenize_moses_like(line, lang=lang))
-
-
-def tokenize_moses_like(line: str, *, lang: str = "xx") -> str:
-    """A compact Moses-like tokenizer (no `&amp;` escaping); `lang` "en" changes apostrophes."""
-    text = " ".join(line.split())
-    text = _SPECIAL.sub(r" \1 ", text)
-    text = _MULTIDOT.sub(r" \g<0> ", text)
-    text = _COMMA.sub(" , ", text)
-    text = _split_apostrophes(text, english=lang == "en")
-    return " ".join(_split_periods(text.split(), lang=lang))
 
 
 def split_compounds(text: str) -> str:
@@ -372,43 +345,3 @@ def split_compounds(text: str) -> str:
     in `X-Y-Z`, whose `Y` the first match consumed, the second hyphen stays
     (`X ##AT##-##AT## Y-Z`)."""
     return _COMPOUND_HYPHEN.sub(r"\1 ##AT##-##AT## \2", text)
-
-
-def _split_apostrophes(text: str, *, english: bool) -> str:
-    if "'" not in text:
-        return text
-    if not english:
-        return " ".join(text.replace("'", " ' ").split())
-
-    def one(match: re.Match) -> str:
-        i = match.start()
-        before = text[i - 1] if i > 0 else " "
-        after = text[i + 1] if i + 1 < len(text) else " "
-        if _ALPHA.match(before) and _ALPHA.match(after):
-            return " '"  # don't -> don 't
-        if before.isdigit() and after == "s":
-            return " '"  # 1990's -> 1990 's
-        if before.isdigit() and _ALPHA.match(after):
-            return "'"
-        return " ' "
-
-    return " ".join(re.sub("'", one, text).split())
-
-
-def _split_periods(words: list[str], *, lang: str) -> list[str]:
-    nonbreaking = _NONBREAKING.get(lang, _NONBREAKING["xx"])
-    numeric_only = _NUMERIC_ONLY.get(lang, frozenset())
-    out = []
-    for i, word in enumerate(words):
-        if len(word) > 1 and word.endswith(".") and word.strip("."):
-            stem = word[:-1]
-            following = words[i + 1] if i + 1 < len(words) else ""
-            keep = (("." in stem and _ALPHA.search(stem) is not None)
-                    or (stem in nonbreaking and stem not in numeric_only)
-                    or following[:1].islower()
-                    or (stem in numeric_only and following[:1].isdigit()))
-            if not keep:
-                out.extend([stem, "."])
-                continue
-        out.append(word)
-    return out

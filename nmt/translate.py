@@ -33,6 +33,7 @@ from nmt.config import PRECISIONS
 from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.files import atomic_file, available_cores
 from nmt.search import Ensemble, Hypothesis, SearchConfig, output_limit, search
+from nmt.text import StyledVocabulary, TextStyle
 from nmt.vocab import LINE_BREAKS, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,9 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtype
                 ) -> tuple[Ensemble, Vocabulary]:
-    """The checkpoints' models in eval mode on `device`, and their (shared) vocabulary."""
-    models, vocab = [], None
+    """The checkpoints' models in eval mode on `device`, and their (shared) vocabulary, which
+    lowercases / tokenizes input and detokenizes output if the first model was trained so."""
+    models, vocab, style = [], None, None
     for path in paths:
         ckpt = load_checkpoint(path)
         if vocab is not None and ckpt.vocab.sha256 != vocab.sha256:
@@ -148,6 +150,11 @@ def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtyp
                                   where=str(path))
         vocab = vocab or ckpt.vocab
         models.append(ckpt.build_model(device).to(dtype))
+        data = ckpt.meta.get("data") or {}
+        style = style or TextStyle.from_dict(data.get("text"), where=str(path / "meta.json"))
+    if not style.plain:  # trained on lowercased / tokenized text: read and write it so
+        vocab = StyledVocabulary(vocab, style, data.get("src_lang", "xx"),
+                                 data.get("tgt_lang", "xx"))
     return Ensemble(models), vocab
 
 

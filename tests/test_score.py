@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from nmt import score
 from nmt.cli import app
-from nmt.errors import DataError
+from nmt.errors import ConfigError, DataError
 
 runner = CliRunner()
 REFS = ["The cat sat on the mat.", "A man is walking in the park.",
@@ -235,3 +235,13 @@ def test_quiet_prints_the_number_alone_and_reads_stdin(tmp_path):
                            input="ein Mann fährt Rad\nzwei Hunde spielen\n")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "100.00"
+
+
+def test_moses_bleu_tokenizes_without_splitting_compounds(tmp_path):
+    (tmp_path / "h.de").write_text("Die Auto-Industrie wächst, sagt er.\n")
+    (tmp_path / "r.de").write_text("Die Auto-Industrie wächst , sagt er .\n")
+    plain = score.run(tmp_path / "h.de", [tmp_path / "r.de"], moses_bleu=True).scores[0]
+    assert plain.score == pytest.approx(100.0) and plain.name == score.MOSES_BLEU_NAME
+    assert "compound" not in plain.signature
+    with pytest.raises(ConfigError, match="choose one"):
+        score.run(tmp_path / "h.de", [tmp_path / "r.de"], moses_bleu=True, paper_bleu=True)

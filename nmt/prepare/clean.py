@@ -1,5 +1,9 @@
 """Stage 1 of `nmt prepare`: clean the training pairs, copy validation and test text.
 
+With `--lowercase` / `--moses-tokenize` the training text is also lowercased / tokenized
+here; the raw validation and test text is kept as it is (for scoring) and given the same
+treatment only when it is encoded.
+
 Training pairs are streamed, every run of whitespace is collapsed into one space, and pairs with
 an empty side (and undecodable or duplicate ones when asked) are dropped: `train.clean.{lang}`.
 Validation and test text is never filtered: its lines are copied to `{split}.raw.{lang}` for
@@ -55,6 +59,7 @@ def _clean_train(ws: Workspace, source: corpora.Source, c: PrepareConfig,
     counts = {"bad_utf8": 0, "empty": 0, "duplicate": 0}
     hashes = array("q")  # one 8-byte hash per kept pair, only with dedup
     lines = kept = 0
+    style = c.text_style
     pairs = source.pairs("train", c.on_bad_utf8)  # loads a `datasets` corpus before the bar
     progress.start("clean train", None)
     with LineWriter(temps[0]) as out_src, LineWriter(temps[1]) as out_tgt:
@@ -66,6 +71,8 @@ def _clean_train(ws: Workspace, source: corpora.Source, c: PrepareConfig,
                 counts["bad_utf8"] += 1
                 continue
             s, t = normalize(s), normalize(t)
+            if not style.plain:
+                s, t = style.apply(s, source.src), style.apply(t, source.tgt)
             if not s or not t:
                 counts["empty"] += 1
                 continue

@@ -9,6 +9,7 @@ from typing import Protocol
 from nmt import corpora
 from nmt.errors import ConfigError
 from nmt.files import available_cores
+from nmt.text import TextStyle
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID, SPM_FILE, UNK_ID, Vocabulary
 
 MIN_VOCAB_SIZE = 300  # 256 byte-fallback pieces, 4 specials and room for real pieces
@@ -35,6 +36,8 @@ class PrepareConfig:
     max_len: int = 250  # drop training pairs with a side longer than this many subwords
     max_ratio: float = 1.5  # drop training pairs whose subword length ratio exceeds this
     dedup: bool = False  # drop exact duplicate training pairs (after whitespace cleaning)
+    lowercase: bool = False  # lowercase all text the model sees (both sides, every split)
+    moses_tokenize: bool = False  # Moses-style tokens; `nmt translate` detokenizes its output
     spm_sample: int = 10_000_000  # at most this many sentences (both sides) train SentencePiece
     workers: int = 0  # encoding processes and SentencePiece threads; 0: all cores
     on_bad_utf8: str = "error"  # undecodable line: "error", "skip" (drop the pair), "replace"
@@ -42,6 +45,11 @@ class PrepareConfig:
     seed: int = 1  # seed of the SentencePiece sample
     cache_dir: Path | None = None  # `datasets` cache; None: its default (~/.cache/huggingface)
     chunk_pairs: int = 10_000  # pairs per encoding task sent to a worker
+
+
+    @property
+    def text_style(self) -> TextStyle:
+        return TextStyle(lowercase=self.lowercase, moses_tokenize=self.moses_tokenize)
 
 
 class ProgressSink(Protocol):

@@ -28,6 +28,7 @@ from nmt.data import TokenArrayWriter, token_dtype
 from nmt.errors import DataError
 from nmt.prepare.clean import normalize
 from nmt.prepare.config import workers_of
+from nmt.text import TextStyle
 from nmt.vocab import SPM_FILE
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class _Chunk:
     src: tuple[str, int, int]  # (path, start, end) in bytes
     tgt: tuple[str, int, int]
     normalize: bool  # collapse whitespace first (raw validation/test text)
+    style: TextStyle  # and then lowercase / Moses-tokenize it (the training text already is)
+    langs: tuple[str, str]  # source and target language (for the tokenizer)
     max_len: int | None  # length filter (training only); None: keep every pair
     max_ratio: float | None
     dtype: str  # token array dtype
@@ -100,6 +103,9 @@ def _encode_chunk(task: _Chunk) -> _Encoded:
     tgt = _read_range(*task.tgt)
     if task.normalize:
         src, tgt = [normalize(s) for s in src], [normalize(t) for t in tgt]
+        if not task.style.plain:
+            src = [task.style.apply(s, task.langs[0]) for s in src]
+            tgt = [task.style.apply(t, task.langs[1]) for t in tgt]
     src_ids = _WORKER_SP.encode(src, out_type=int, num_threads=1)
     tgt_ids = _WORKER_SP.encode(tgt, out_type=int, num_threads=1)
     src_len = np.fromiter(map(len, src_ids), dtype=np.int64, count=len(src_ids))
@@ -204,7 +210,8 @@ def _encode_split(ws: Workspace, c: PrepareConfig, source: corpora.Source, split
     every = max(1, min(c.chunk_pairs, -(-n // (4 * workers))))
     filters = {"max_len": c.max_len, "max_ratio": c.max_ratio} if split == "train" else \
         {"max_len": None, "max_ratio": None}
-    tasks = _chunks(*texts, every, normalize=split != "train", dtype=dtype.name, **filters)
+    tasks = _chunks(*texts, every, normalize=split != "train", style=c.text_style,
+                    langs=(source.src, source.tgt), dtype=dtype.name, **filters)
     prefixes = [ws.temp(f"{split}.{lang}") for lang in (source.src, source.tgt)]
     too_long = ratio = 0
     progress.start(f"encode {split}", n)

@@ -27,6 +27,9 @@ def build_manifest(source: corpora.Source, c: PrepareConfig, clean: dict[str, An
     # the content: every token and raw-text file, the SentencePiece model and the languages
     content = {"src_lang": source.src, "tgt_lang": source.tgt, "spm": spm["sha256"],
                "files": encoded["file_sha256"]}
+    style = c.text_style
+    if not style.plain:  # the raw eval text is the same either way: say how it is read
+        content["text"] = style.to_dict()
     return {
         "format": MANIFEST_FORMAT,
         "corpus": source.name,
@@ -39,6 +42,7 @@ def build_manifest(source: corpora.Source, c: PrepareConfig, clean: dict[str, An
                 "sample_sentences": spm["sample_sentences"],
                 "special_ids": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}},
         "splits": splits,
+        "text": style.to_dict(),
         "settings": {"max_len": c.max_len, "max_ratio": c.max_ratio, "dedup": c.dedup,
                      "on_bad_utf8": c.on_bad_utf8, "vocab_size": spm["requested_vocab_size"],
                      "spm_sample": c.spm_sample, "seed": c.seed, "source": source.identity},

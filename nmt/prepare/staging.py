@@ -64,7 +64,13 @@ class Keys:
     def clean(self) -> str:
         return digest({"v": _STATE_VERSION, "source": self.source.identity,
                        "splits": self.source.splits, "langs": [self.source.src, self.source.tgt],
-                       "on_bad_utf8": self.c.on_bad_utf8, "dedup": self.c.dedup})
+                       "on_bad_utf8": self.c.on_bad_utf8, "dedup": self.c.dedup,
+                       **self._style()})
+
+    def _style(self) -> dict[str, Any]:
+        """The text style, in a key only when it is not plain (keys of older runs hold)."""
+        style = self.c.text_style
+        return {} if style.plain else {"text": style.to_dict()}
 
     def spm(self, vocab_size: int) -> str:
         if self.c.vocab_from is not None:  # a given model: its bytes are what matters
@@ -77,7 +83,8 @@ class Keys:
 
     def encode(self, spm_sha256: str) -> str:
         return digest({"v": _STATE_VERSION, "clean": self.clean(), "spm": spm_sha256,
-                       "max_len": self.c.max_len, "max_ratio": self.c.max_ratio})
+                       "max_len": self.c.max_len, "max_ratio": self.c.max_ratio,
+                       **self._style()})
 
 
 def read_state(directory: Path) -> dict[str, Any]:

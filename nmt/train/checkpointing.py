@@ -41,6 +41,8 @@ def checkpoint_meta(sess: Session, state: TrainState, valid: dict | None) -> dic
         "data": {"name": data.name, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang,
                  "content_hash": data.content_hash},
     }
+    if not data.text_style.plain:  # `nmt translate` treats its input and output the same way
+        meta["data"]["text"] = data.text_style.to_dict()
     if valid is not None:
         meta["valid"] = {k: valid[k] for k in ("loss", "nll", "ppl", "bleu")}
     return meta

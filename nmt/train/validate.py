@@ -55,7 +55,8 @@ def valid_loss(sess: Session, model: nn.Module) -> tuple[float, float, int]:
 
 def valid_bleu(sess: Session, model: nn.Module, lines: int | None, rows_per_batch: int = 100
                ) -> float | None:
-    """sacreBLEU of greedy translations of the first `lines` validation sentences."""
+    """sacreBLEU of greedy translations of the first `lines` validation sentences (as `nmt
+    translate` writes them: detokenized; against lowercased references if the data is)."""
     import sacrebleu
 
     from nmt.search import greedy, output_limit
@@ -76,7 +77,12 @@ def valid_bleu(sess: Session, model: nn.Module, lines: int | None, rows_per_batc
             out = greedy(model, src, limit)
         for row, ids in zip(rows.tolist(), out, strict=True):
             hyps[row] = vocab.decode(ids)
-    return sacrebleu.corpus_bleu(hyps, [validation_references(sess, n)]).score
+    style, lang = sess.data.text_style, sess.data.tgt_lang
+    hyps = [style.restore(h, lang) for h in hyps]
+    refs = validation_references(sess, n)
+    if style.lowercase:
+        refs = [r.lower() for r in refs]
+    return sacrebleu.corpus_bleu(hyps, [refs]).score
 
 
 def validation_references(sess: Session, n: int) -> list[str]:

@@ -46,3 +46,21 @@ def test_one_or_two_workers_give_the_same_bytes(tmp_path):
             for m in (a, b):
                 m["settings"].pop("workers", None)
         assert a == b, name
+
+
+def test_lowercase_and_moses_tokenize(tmp_path):
+    from nmt.data import load_prepared
+
+    files = toy_corpus(tmp_path)
+    summary = prepare.run(config(tmp_path / "styled", files, lowercase=True,
+                                 moses_tokenize=True))
+    out = tmp_path / "styled"
+    assert summary.manifest["text"] == {"lowercase": True, "moses_tokenize": True}
+    data = load_prepared(out)
+    assert data.text_style.lowercase and data.text_style.moses_tokenize
+    first_valid = (out / "valid.raw.en").read_text().splitlines()[0]
+    assert first_valid[0].isupper() and first_valid.endswith(" .")  # raw kept for scoring
+    decoded = data.vocab.decode(data.split("valid").src[0].tolist())
+    assert decoded == first_valid.lower()  # the model reads it lowercased
+    plain = prepare.run(config(tmp_path / "plain", files))
+    assert plain.manifest["content_hash"] != summary.manifest["content_hash"]
