@@ -89,16 +89,17 @@ _OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
 
 
 def io_failure(exc: BaseException, where: str | os.PathLike | None = None, *,
-               needed: int | None = None) -> FileSystemError | None:
+               needed: int | None = None, at_least: bool = False) -> FileSystemError | None:
     """`exc` as a FileSystemError if it is an OSError, or a library's error that wraps one
     (safetensors: "... (os error 28)"); None for anything else."""
     if isinstance(exc, OSError) and exc.errno is not None:
-        return os_failure(exc, where, needed=needed)
+        return os_failure(exc, where, needed=needed, at_least=at_least)
     match = _OS_ERROR_IN_TEXT.search(str(exc))
     if match is None:
         return None
     number = int(match.group(1) or match.group(2))
-    return os_failure(OSError(number, os.strerror(number)), where, needed=needed)
+    return os_failure(OSError(number, os.strerror(number)), where, needed=needed,
+                      at_least=at_least)
 
 
 def _size(n: int) -> str:

@@ -100,3 +100,14 @@ def test_train_on_a_full_disk_stops_in_one_line(tmp_path, tiny_vocab):
         assert len(errors) == 1 and "no space left" in errors[0] and "needed" in errors[0]
         checkpoints = fs / "run" / "checkpoints"
         assert not [p for p in checkpoints.iterdir() if p.name.startswith(".")]
+
+
+def test_export_read_only_and_under_a_file(tmp_path, ckpt):
+    pytest.importorskip("ctranslate2")
+    with small_fs(tmp_path, "1m", read_only=True) as fs:
+        line = one_line(nmt("export", ckpt, fs / "ct2", "--to", "ctranslate2"))
+        assert "read-only file system" in line
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    line = one_line(nmt("export", ckpt, blocker / "ct2", "--to", "ctranslate2"))
+    assert "is a file, not a directory" in line

@@ -16,6 +16,7 @@ import logging
 import os
 from pathlib import Path
 
+from nmt import files
 from nmt.checkpoint import load_checkpoint
 from nmt.errors import ConfigError
 from nmt.export import ctranslate2, marian
@@ -59,7 +60,7 @@ def run(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, to: str,
     out = Path(out_dir)
     if out.resolve() == ckpt.path.resolve() or out.resolve() in ckpt.path.resolve().parents:
         raise ConfigError("the output directory holds the checkpoint", where=str(out))
-    with staging(out, force=force) as tmp:
+    with files.output_lock(out, "the export"), staging(out, force=force) as tmp:
         if to == "hf":
             marian.write_hf(ckpt, tmp)
         else:

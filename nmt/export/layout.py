@@ -42,15 +42,23 @@ def staging(out: Path, *, force: bool) -> Iterator[Path]:
                                                or (out / EXPORT_META).is_file())):
         raise ConfigError(f"exists and is not an nmt export (no {EXPORT_META}); --force only "
                           "replaces an earlier export or an empty directory", where=str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = files.temp_name(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise files.os_failure(exc, out) from None
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        written = files.tree_size(tmp) if tmp.exists() else 0
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        failure = files.io_failure(exc, out, needed=written, at_least=True) \
+            if isinstance(exc, Exception) else None
+        if failure is None:
+            raise
+        raise failure from None
     files.publish_directory(tmp, out)
 
 
