@@ -64,3 +64,18 @@ def test_wmt14_en_de_uses_the_papers_37k_vocabulary():
         calls = nmt_invocations(RECIPES / "wmt14-en-de" / script)
         prepare = next(c for c in calls if c[0] == "prepare")
         assert prepare[prepare.index("--vocab-size") + 1] == "37000"
+
+
+def test_the_multi30k_reference_recipe_is_the_published_configuration():
+    from nmt.train import load_config
+
+    cfg = load_config(RECIPES / "multi30k-en-de" / "reference" / "config.json")
+    m = cfg.model
+    assert (m.n_encoder_layers, m.n_decoder_layers, m.d_model, m.d_ff, m.n_heads) == \
+        (4, 4, 128, 256, 4)
+    assert m.dropout == 0.3 and cfg.lr == 0.005 and cfg.lr_schedule == "inverse_sqrt"
+    assert cfg.warmup == 2000 and cfg.batch_tokens == 4096 and cfg.patience == 10
+    script = (RECIPES / "multi30k-en-de" / "reference" / "run.sh").read_text()
+    for flag in ("--lowercase", "--moses-tokenize", "--vocab-size 10000", "--last 10",
+                 "--beam 5", "--moses-bleu"):
+        assert flag in script, flag
