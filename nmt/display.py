@@ -154,7 +154,7 @@ class _TrainPanel:
         if best is not None:
             parts.append(f"best BLEU {best:.2f}")
         return Group(Text("  ".join(parts)),
-                     ProgressBar(total=s["max_steps"], completed=s["step"], width=60))
+                     ProgressBar(total=1000, completed=round(1000 * s["done"]), width=60))
 
 
 class RichTrainReporter:
@@ -183,8 +183,7 @@ class RichTrainReporter:
               f"{resumed}\n{info['layout']}")
         if console.is_terminal:
             self._panel = _TrainPanel()
-            self._live = Live(self._panel, console=console, refresh_per_second=4,
-                              transient=True)
+            self._live = Live(self._panel, console=console, refresh_per_second=4)
             self._live.start()
 
     def progress(self, stats: dict) -> None:

@@ -41,7 +41,8 @@ class Reporter:
                  info["layout"])
 
     def progress(self, stats: dict[str, Any]) -> None:
-        """Every update: step, epoch, loss, ppl, lr, tokens_per_s, gpu_mem_gb, eta_s."""
+        """Every update: step, epoch, loss, ppl, lr, tokens_per_s, gpu_mem_gb, eta_s, and
+        done (0-1: progress to max steps or max time, whichever ends training first)."""
 
     def record(self, record: dict[str, Any]) -> None:
         """Every metrics.jsonl record (kind "train" or "valid")."""
@@ -150,12 +151,15 @@ def report_step(sess: Session, state: TrainState, out: StepOutput, meter: Meter)
 def progress(sess: Session, state: TrainState, out: StepOutput, meter: Meter) -> dict[str, Any]:
     cfg, dev = sess.cfg, sess.world.device
     eta = (cfg.max_steps - state.step) / meter.rate if meter.rate else None
+    done = state.step / cfg.max_steps  # how far to the limit that ends training first
     if cfg.max_time is not None:
         left = max(cfg.max_time - state.elapsed, 0.0)
         eta = left if eta is None else min(eta, left)
+        done = max(done, state.elapsed / cfg.max_time)
     mem = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
     nll = out.nll / max(out.tokens, 1)
     return {"step": state.step, "max_steps": cfg.max_steps, "epoch": state.epoch,
             "loss": out.loss / max(out.tokens, 1), "ppl": math.exp(min(nll, 100.0)),
             "lr": out.lr, "tokens_per_s": meter.tok_rate, "gpu_mem_gb": mem, "eta_s": eta,
-            "best_bleu": state.best_score if (state.best_score or 0) >= 0 else None}
+            "best_bleu": state.best_score if (state.best_score or 0) >= 0 else None,
+            "done": min(done, 1.0)}
