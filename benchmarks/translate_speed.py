@@ -205,6 +205,8 @@ def run_ct2(ct2_dir: Path, label: str, lines: list[str], beam: int,
            "max_len_b": args.max_len_b, "batch_size": args.batch_size, "threads": args.threads}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    if label.endswith("-mkl"):  # CTranslate2 uses oneDNN on AMD CPUs unless told to use MKL
+        env["CT2_USE_MKL"] = "1"
     done = subprocess.run([sys.executable, "-c", _CT2_WORKER, args.clock],
                           input=json.dumps(job), capture_output=True, text=True, env=env,
                           check=True)
@@ -264,7 +266,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-len-b", type=int, default=50, help="output limit: source + B")
     parser.add_argument("--engines", nargs="+",
                         default=["nmt", "nmt-int8", "hf", "ct2-fp32", "ct2-int8"],
-                        choices=["nmt", "nmt-int8", "hf", "ct2-fp32", "ct2-int8"])
+                        choices=["nmt", "nmt-int8", "hf", "ct2-fp32", "ct2-int8", "ct2-fp32-mkl",
+                                 "ct2-int8-mkl"],
+                        help="ct2-*-mkl: CTranslate2 with CT2_USE_MKL=1 (it picks oneDNN on AMD)")
     parser.add_argument("--preset", choices=["base", "big"], default=None,
                         help="seeded weights at the paper's size and ~37k vocabulary instead of "
                              "--checkpoint (see the module docstring)")
@@ -306,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         dirs = {}
         if "hf" in args.engines:
             dirs["hf"] = export.run(args.checkpoint, root / "hf", to="hf")
-        if "ct2-fp32" in args.engines:
+        if {"ct2-fp32", "ct2-fp32-mkl"} & set(args.engines):
             dirs["ct2-fp32"] = export.run(args.checkpoint, root / "ct2", to="ctranslate2")
-        if "ct2-int8" in args.engines:
+        if {"ct2-int8", "ct2-int8-mkl"} & set(args.engines):
             dirs["ct2-int8"] = export.run(args.checkpoint, root / "ct2-int8", to="ctranslate2",
                                           quantization="int8")
 
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                              "int8" if engine == "nmt-int8" else "fp32")
             if engine == "hf":
                 return run_hf(dirs["hf"], texts, beam, args)
-            return run_ct2(dirs[engine], engine, texts, beam, args)
+            return run_ct2(dirs[engine.removesuffix("-mkl")], engine, texts, beam, args)
 
         for threads in thread_counts:
             args.threads = threads
