@@ -132,11 +132,11 @@ def train(ck: Check, label: str, tag: str, precision: str, steps: int) -> None:
 
 def compile_check(ck: Check) -> None:
     a = ck.args
-    argv = ["--device", a.device, "--steps", "3" if a.dry_run else "20"]
+    argv = ["--device", a.device, "--steps", "3" if a.dry_run else "10"]
     argv += (["--preset", "tiny", "--vocab", "320", "--tokens", "400", "--warmup", "1",
               "--threads", "1"] if a.dry_run else
              ["--preset", "base", "--vocab", "37000", "--tokens", "25000", "--precision",
-              "bf16", "--warmup", "3"])
+              "bf16", "--warmup", "2"])
     if a.dry_run:
         argv += ["--modes", "eager"]  # compiling takes minutes on a CPU; the GPU run does both
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / ".device" / "gpu-check")
     parser.add_argument("--out", type=Path,
                         default=Path(os.environ.get("OUT") or ROOT / "gpu-check-out"))
-    parser.add_argument("--steps", type=int, default=150, help="bf16 training steps")
+    parser.add_argument("--steps", type=int, default=100, help="bf16 training steps")
     args = parser.parse_args(argv)
     args.data, args.out = args.data.resolve(), args.out.resolve()
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -4,13 +4,13 @@
 #   .device/gpu-check/m30k/             Multi30k en-de prepared by `nmt prepare local` (8k vocab)
 #   .device/gpu-check/wmt/              the WMT train sample (Moses-tokenized, 10k pairs) prepared
 #                                       with the paper's 37k joint vocabulary; newstest2013 valid
-#   .device/gpu-check/newstest2014.en   the first $LINES lines (default 500) to translate, .de too
+#   .device/gpu-check/newstest2014.en   the first $LINES lines (default 300) to translate, .de too
 # Usage: bash benchmarks/gpu_check_data.sh [SHARED_DATA_DIR] (default /work/shared/data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED="${1:-/work/shared/data}"
 DEST="${DEST:-.device/gpu-check}"
-LINES="${LINES:-500}"
+LINES="${LINES:-300}"
 PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$DEST"
