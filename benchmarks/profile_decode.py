@@ -4,11 +4,10 @@
     python benchmarks/profile_decode.py --preset base --lines 16 --threads 1
 
 Profiles `nmt.search.search` (torch.profiler, self CPU time per operator) on the first
---lines newstest2014 (or --multi30k) lines, then times (CPU seconds of the process at one
-thread, so that other jobs on a shared machine matter less; wall time otherwise) prototypes
-monkeypatched over
-nmt.model (nothing in nmt is edited), each against the unpatched code in alternation, best of
---repeat, and checks that every prototype's output equals the unpatched one:
+--lines newstest2014 (or --multi30k) lines, then times prototypes monkeypatched over nmt.model
+(nothing in nmt is edited), each against the unpatched code in alternation, best of --repeat,
+in CPU seconds of the process at one thread (so that other jobs on a shared machine matter
+less; wall time otherwise), and checks that every prototype's output equals the unpatched one:
 
   fused-qkv     self-attention of a decoder step: one (D, 3D) projection instead of three
   cross-kv-once the encoder-decoder keys/values of every layer in one (D, 2LD) projection
