@@ -79,6 +79,14 @@ class Precision(StrEnum):
     fp16 = "fp16"
 
 
+class TranslatePrecision(StrEnum):  # translate only: int8 is an inference format
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
 class LrSchedule(StrEnum):
     noam = "noam"
     inverse_sqrt = "inverse_sqrt"
@@ -561,9 +569,10 @@ def translate(
         rich_help_panel=HARDWARE)] = 2000,
     device: Annotated[str, typer.Option(
         "--device", help="auto, cpu, cuda or cuda:N.", rich_help_panel=HARDWARE)] = "auto",
-    precision: Annotated[Precision, typer.Option(
-        "--precision", help="auto: fp32 on CPU, bf16/fp16 on GPU.", rich_help_panel=HARDWARE)
-    ] = Precision.auto,
+    precision: Annotated[TranslatePrecision, typer.Option(
+        "--precision", help="auto: fp32 on CPU, bf16/fp16 on GPU; int8 (CPU): quantized "
+                            "Linear layers, faster at a small cost in BLEU.",
+        rich_help_panel=HARDWARE)] = TranslatePrecision.auto,
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads (default: all available cores).",
         show_default=False, rich_help_panel=HARDWARE)] = None,
@@ -845,9 +854,10 @@ def serve(
                                          rich_help_panel=SEARCH)] = 0.6,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.",
                                         rich_help_panel=HARDWARE)] = "auto",
-    precision: Annotated[Precision, typer.Option(
-        "--precision", help="auto: fp32 on CPU, bf16/fp16 on GPU.", rich_help_panel=HARDWARE)
-    ] = Precision.auto,
+    precision: Annotated[TranslatePrecision, typer.Option(
+        "--precision", help="auto: fp32 on CPU, bf16/fp16 on GPU; int8 on CPU.",
+        rich_help_panel=HARDWARE)
+    ] = TranslatePrecision.auto,
     threads: Annotated[int | None, typer.Option(
         "--threads", help="CPU threads (default: all available cores).",
         show_default=False, rich_help_panel=HARDWARE)] = None,

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = ("text", "jsonl")
 ENGINES = ("torch", "ctranslate2")
+TRANSLATE_PRECISIONS = (*PRECISIONS, "int8")  # int8: CPU only, dynamic quantization
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +55,8 @@ class TranslateConfig:
     batch_tokens: int = 6000  # padded source tokens per batch, x beam (decoder rows x length)
     buffer_lines: int = 2000  # input lines read, sorted and translated together
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    precision: str = "auto"  # "auto" (fp32 on CPU, bf16 or fp16 on GPU), "fp32", "bf16", "fp16"
+    precision: str = "auto"  # "auto" (fp32 on CPU, bf16 or fp16 on GPU), "fp32", "bf16", "fp16",
+    # or "int8" (CPU: Linear layers with int8 weights, activations quantized per batch)
     threads: int | None = None  # CPU threads for torch; None: every core this process may use
     seed: int = 0  # random seed for --sampling
     engine: str = "torch"  # "torch", or "ctranslate2" for a `nmt export --to ctranslate2` dir
@@ -70,9 +72,9 @@ class TranslateConfig:
         if self.output_format not in OUTPUT_FORMATS:
             raise ConfigError(f"unknown output format {self.output_format!r}; "
                               f"choose one of {', '.join(OUTPUT_FORMATS)}")
-        if self.precision not in PRECISIONS:
+        if self.precision not in TRANSLATE_PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; "
-                              f"choose one of {', '.join(PRECISIONS)}")
+                              f"choose one of {', '.join(TRANSLATE_PRECISIONS)}")
         if self.batch_tokens < 1 or self.buffer_lines < 1:
             raise ConfigError("batch-tokens and buffer-lines must be positive")
         if self.max_len_a < 0 or self.max_len_b < 0 or (self.max_len_a == 0 and
@@ -130,6 +132,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the loaded weights; int8 loads fp32 and quantizes after (`quantize_int8`)."""
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ConfigError(f"--precision int8 runs on CPU only, not on {device}; "
+                              "use bf16 or fp16 there")
+        return torch.float32
     if precision == "auto":
         if device.type != "cuda":
             return torch.float32
@@ -137,10 +145,25 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtype
-                ) -> tuple[Ensemble, Vocabulary]:
-    """The checkpoints' models in eval mode on `device`, and their (shared) vocabulary, which
-    lowercases / tokenizes input and detokenizes output if the first model was trained so."""
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` (CPU, fp32, eval) with every nn.Linear, the tied output projection included, as
+    a dynamically quantized int8 Linear (int8 weights per output channel; activations quantized
+    per call, so no calibration). Embeddings, layer norms and attention stay fp32."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notices: nothing for the user to do
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                dtype=torch.qint8)
+
+
+def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtype,
+                int8: bool = False) -> tuple[Ensemble, Vocabulary]:
+    """The checkpoints' models in eval mode on `device` (int8: quantized, see `quantize_int8`),
+    and their (shared) vocabulary, which lowercases / tokenizes input and detokenizes output if
+    the first model was trained so."""
     models, vocab, style = [], None, None
     for path in paths:
         ckpt = load_checkpoint(path)
@@ -149,7 +172,8 @@ def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtyp
                                   "checkpoints with one vocabulary can be ensembled",
                                   where=str(path))
         vocab = vocab or ckpt.vocab
-        models.append(ckpt.build_model(device).to(dtype))
+        model = ckpt.build_model(device).to(dtype)
+        models.append(quantize_int8(model) if int8 else model)
         data = ckpt.meta.get("data") or {}
         style = style or TextStyle.from_dict(data.get("text"), where=str(path / "meta.json"))
     if not style.plain:  # trained on lowercased / tokenized text: read and write it so
@@ -373,10 +397,12 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     torch.set_num_threads(config.threads or available_cores())
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.precision, device)
-    ensemble, vocab = load_models(config.checkpoints, device, dtype)
+    ensemble, vocab = load_models(config.checkpoints, device, dtype,
+                                  int8=config.precision == "int8")
     name = str(config.input) if config.input else "<stdin>"
     translator = Translator(ensemble, config, device, name, vocab)
-    stats = TranslateStats(device=f"{device} {str(dtype).removeprefix('torch.')}")
+    stats = TranslateStats(device=f"{device} " + (
+        "int8" if config.precision == "int8" else str(dtype).removeprefix("torch.")))
     started = time.perf_counter()
     with open_input(config.input, stdin) as source, open_output(config.output, stdout) as sink:
         progress.start("translating (lines)", line_input.count_lines(source))
@@ -416,7 +442,7 @@ def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
     device = "cuda" if config.device == "auto" and torch.cuda.is_available() else (
         "cpu" if config.device == "auto" else config.device.split(":")[0])
     compute = {"auto": "default", "fp32": "float32", "bf16": "bfloat16",
-               "fp16": "float16"}[config.precision]
+               "fp16": "float16", "int8": "int8"}[config.precision]
     name = str(config.input) if config.input else "<stdin>"
     engine = CTranslate2Engine(config.checkpoints[0], device=device, compute_type=compute,
                                threads=config.threads or 0)  # loaded once for every chunk

@@ -46,7 +46,8 @@ class Engine:
         torch.set_num_threads(threads or available_cores())
         self.device = tr.resolve_device(device)
         dtype = tr.resolve_dtype(precision, self.device)
-        self.ensemble, self.vocab = tr.load_models(self.base.checkpoints, self.device, dtype)
+        self.ensemble, self.vocab = tr.load_models(self.base.checkpoints, self.device, dtype,
+                                                   int8=precision == "int8")
         self.name = Path(checkpoints[0]).resolve().name
         self.description = f"{self.device} {str(dtype).removeprefix('torch.')}"
         self.calls = 0  # model calls (one per `translate`), for /health and the tests
