@@ -43,6 +43,10 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:
             display.console.print("[yellow]aborted[/]")
             sys.exit(1)
+        except KeyboardInterrupt:  # outside a stage (while printing a summary, say)
+            code = 130
+        if code == 130:  # Ctrl-C (twice, for training), wherever it landed
+            display.console.print("[yellow]interrupted[/]")
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -161,8 +165,7 @@ def guarded(fn: Callable[..., T], *args, **kwargs) -> T:
         failure = os_failure(exc)
         display.error(str(failure))
         raise typer.Exit(failure.exit_code) from None
-    except KeyboardInterrupt:
-        display.console.print("[yellow]interrupted[/]")
+    except KeyboardInterrupt:  # reported once, at the top (`_OneLineErrors.main`)
         raise typer.Exit(130) from None
 
 

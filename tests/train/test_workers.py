@@ -139,7 +139,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path, toy_data):
     wait_for_checkpoint(proc, run)
     sent = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.1)  # two signals at once would be delivered as one
+    time.sleep(0.02)  # two signals at once would be delivered as one
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=60)
     took = time.monotonic() - sent
