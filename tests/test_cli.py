@@ -59,7 +59,7 @@ def test_info_on_a_missing_checkpoint(tmp_path):
 
 
 def test_train_help_shows_panels_and_preset_defaults_that_match_the_recipes():
-    from nmt.cli import PRESET_DEFAULTS
+    from nmt.cli.training import PRESET_DEFAULTS
     from nmt.train import recipe
 
     result = runner.invoke(app, ["train", "--help"], terminal_width=200)
