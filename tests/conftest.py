@@ -60,3 +60,12 @@ def shared_data() -> Path:
             pytest.fail(f"NMT_REQUIRE_SHARED_DATA=1 but {SHARED_DATA} is missing")
         pytest.skip(f"real corpora not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: the fastest for these small models, and the machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

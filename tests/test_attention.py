@@ -14,13 +14,9 @@ from nmt.model import AttentionRecorder, Transformer
 from nmt.search import SearchConfig, beam_search, output_limit
 from nmt.translate import TranslateConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 def _src(vocab, texts):

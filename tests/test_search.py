@@ -19,6 +19,8 @@ from nmt.search import (
     search,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _full_greedy(model, src_row, max_len):
     """Reference: greedy decoding by full recomputation of the decoder at every step."""
@@ -53,13 +55,6 @@ def test_greedy_equals_full_recomputation_and_respects_limits(tiny_model, tiny_c
 
 
 # --- beam search, sampling, ensembles ---------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Models this small run fastest on one thread (and the test machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 MICRO = ModelConfig(vocab_size=10, d_model=16, d_ff=32, n_heads=2, n_encoder_layers=2,

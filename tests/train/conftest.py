@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from conftest import toy_pairs
 
 from .support import write_prepared
@@ -26,9 +25,6 @@ def toy_data(tmp_path_factory, tiny_vocab) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared with other tests: one intra-op thread is fastest for these models."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every training test on one intra-op thread (the root conftest's fixture)."""
     yield
-    torch.set_num_threads(before)
