@@ -32,6 +32,7 @@ from nmt.checkpoint import load_checkpoint
 from nmt.config import PRECISIONS
 from nmt.errors import CheckpointError, ConfigError, DataError
 from nmt.files import atomic_file, available_cores
+from nmt.progress import NoProgress, ProgressSink
 from nmt.search import Ensemble, Hypothesis, SearchConfig, output_limit, search
 from nmt.text import StyledVocabulary, TextStyle
 from nmt.vocab import LINE_BREAKS, Vocabulary
@@ -378,20 +379,10 @@ class Translator:
             self.translate([line], stats)
 
 
-class Progress:
-    """Where `run` reports lines done (the CLI passes a Rich progress bar); silent here."""
-
-    def start(self, description: str, total: int | None) -> None: ...
-
-    def advance(self, n: int) -> None: ...
-
-    def stop(self) -> None: ...
-
-
 def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
-        stdout: TextIO | None = None, progress: Progress | None = None) -> TranslateStats:
+        stdout: TextIO | None = None, progress: ProgressSink | None = None) -> TranslateStats:
     """Translate `config.input` (or `stdin`, bytes) to `config.output` (or `stdout`)."""
-    progress = progress or Progress()
+    progress = progress or NoProgress()
     if config.engine == "ctranslate2":
         return run_ctranslate2(config, stdin=stdin, stdout=stdout, progress=progress)
     torch.set_num_threads(config.threads or available_cores())
@@ -424,7 +415,7 @@ def run(config: TranslateConfig, *, stdin: BinaryIO | None = None,
 
 
 def run_ctranslate2(config: TranslateConfig, *, stdin: BinaryIO | None = None,
-                    stdout: TextIO | None = None, progress: Progress) -> TranslateStats:
+                    stdout: TextIO | None = None, progress: ProgressSink) -> TranslateStats:
     """The same reading, chunking and writing, with a CTranslate2 export doing the search."""
     from nmt.export.ct2_engine import CTranslate2Engine
 

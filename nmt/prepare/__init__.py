@@ -25,10 +25,10 @@ from nmt.prepare.config import (
     SMALL_CORPUS_PAIRS,
     SMALL_VOCAB_SIZE,
     PrepareConfig,
-    ProgressSink,
 )
 from nmt.prepare.pipeline import PrepareSummary, list_corpora, run
 from nmt.prepare.staging import STATE_FILE, StageReport
+from nmt.progress import ProgressSink
 from nmt.vocab import SPM_FILE
 
 __all__ = [

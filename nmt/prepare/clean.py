@@ -24,8 +24,9 @@ from nmt.errors import DataError
 from nmt.vocab import LINE_BREAKS
 
 if TYPE_CHECKING:
-    from nmt.prepare.config import PrepareConfig, ProgressSink
+    from nmt.prepare.config import PrepareConfig
     from nmt.prepare.staging import Workspace
+    from nmt.progress import ProgressSink
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from nmt import corpora
 from nmt.errors import ConfigError
@@ -50,29 +49,6 @@ class PrepareConfig:
     @property
     def text_style(self) -> TextStyle:
         return TextStyle(lowercase=self.lowercase, moses_tokenize=self.moses_tokenize)
-
-
-class ProgressSink(Protocol):
-    """Receives progress of the long stages (the CLI draws Rich progress bars)."""
-
-    def start(self, description: str, total: int | None) -> None: ...
-
-    def advance(self, n: int) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class NoProgress:
-    """A `ProgressSink` that shows nothing."""
-
-    def start(self, description: str, total: int | None) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 def validate(c: PrepareConfig) -> None:

@@ -32,8 +32,9 @@ from nmt.text import TextStyle
 from nmt.vocab import SPM_FILE
 
 if TYPE_CHECKING:
-    from nmt.prepare.config import PrepareConfig, ProgressSink
+    from nmt.prepare.config import PrepareConfig
     from nmt.prepare.staging import Workspace
+    from nmt.progress import ProgressSink
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,7 @@ from nmt import corpora, files, workspace
 from nmt.prepare import encode
 from nmt.prepare.clean import clean_stage
 from nmt.prepare.config import (
-    NoProgress,
     PrepareConfig,
-    ProgressSink,
     source_of,
     validate,
     vocab_size_of,
@@ -31,6 +29,7 @@ from nmt.prepare.staging import (
     record_ok,
     write_json,
 )
+from nmt.progress import NoProgress, ProgressSink
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from nmt.prepare.config import given_vocabulary, workers_of
 from nmt.vocab import SPM_FILE, train_sentencepiece
 
 if TYPE_CHECKING:
-    from nmt.prepare.config import PrepareConfig, ProgressSink
+    from nmt.prepare.config import PrepareConfig
     from nmt.prepare.staging import Workspace
+    from nmt.progress import ProgressSink
 
 log = logging.getLogger(__name__)
 
