@@ -282,6 +282,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from nmt import host
+
+    host.keep_freed_memory()  # as the nmt CLI does (CTranslate2 runs in its own process)
     console = Console(width=120)
     source = NEWSTEST if args.newstest else MULTI30K
     if args.preset:

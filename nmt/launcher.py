@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from nmt import host
+
 GRACE = 5.0  # seconds a terminated worker gets before SIGKILL
 WATCHDOG_INTERVAL = 0.5  # seconds between a worker's looks at its parent
 PR_SET_PDEATHSIG = 1
@@ -196,6 +198,7 @@ def _worker_main(payload: bytes, env: dict[str, str], conn: Connection, parent: 
     global _in_worker
     _in_worker = True
     _die_with_parent(parent)
+    host.keep_freed_memory()
     os.environ.update(env)
     try:
         fn, args = pickle.loads(payload)

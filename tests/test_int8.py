@@ -88,6 +88,8 @@ def test_int8_replaces_every_linear_and_keeps_embeddings(trained):
     model = ensemble.models[0]
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
     assert any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+    # decoding keeps the quantized q/k/v projections (no stacked fp32 copy of them)
+    assert all(layer.self_attn.stacked_qkv() is None for layer in model.decoder.layers)
 
 
 def test_int8_is_refused_on_cuda():

@@ -104,8 +104,9 @@ def test_batch_composition_does_not_change_a_row(tiny_model, tiny_config):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("stacked", [True, False], ids=["one-qkv-gemm", "three-projections"])
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_cached_decoding_equals_full_forward(tiny_config, norm_first):
+def test_cached_decoding_equals_full_forward(tiny_config, norm_first, stacked):
     import dataclasses
     torch.manual_seed(3)
     model = Transformer(dataclasses.replace(tiny_config, norm_first=norm_first)).eval()
@@ -115,6 +116,9 @@ def test_cached_decoding_equals_full_forward(tiny_config, norm_first):
         full = model(src, tgt).log_softmax(-1)
         memory, mask = model.encode(src)
         state = model.start_state(memory, mask)
+        assert all(w is not None for w in state.self_qkv)  # plain Linear layers: stacked
+        if not stacked:  # what int8 models (quantized Linear layers) decode with
+            state.self_qkv = [None] * len(state.self_qkv)
         steps = [model.decode_step(tgt[:, t], state) for t in range(tgt.size(1))]
     torch.testing.assert_close(torch.stack(steps, 1).log_softmax(-1), full, atol=1e-5, rtol=0)
     assert state.length == 10 and state.self_kv[0].k.shape[2] == 10
@@ -170,6 +174,22 @@ def test_dropout_only_in_training(tiny_config):
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(src, tgt), model(src, tgt))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p):
+    from nmt.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(p).train()
+    x = torch.full((400, 500), 2.0, requires_grad=True)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 0.005  # 200,000 draws: the standard error is ~0.001
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 2.0 / (1 - p)))
+    y.sum().backward()  # the gradient passes exactly where the value did, scaled alike
+    torch.testing.assert_close(x.grad, (y != 0).float() / (1 - p))
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
 
 
 def test_gradients_reach_every_parameter(tiny_model, tiny_config):

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from nmt import __version__, display
+from nmt import __version__, display, host
 from nmt.cli import data, models, training, translation, viz
 
 
@@ -77,6 +77,7 @@ def main(
     # work; passive waiting costs little on an idle machine. Set before torch is first imported;
     # an explicit OMP_WAIT_POLICY wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    host.keep_freed_memory()
 
 
 for _commands in (data, training, translation, models, viz):

@@ -51,6 +51,11 @@ class LrSchedule(StrEnum):
     inverse_sqrt = "inverse_sqrt"
 
 
+class BestMetric(StrEnum):
+    bleu = "bleu"
+    loss = "loss"
+
+
 class Stopping(StrEnum):
     finished = "finished"
     exact = "exact"

@@ -16,6 +16,7 @@ from nmt.cli.common import (
     MODEL,
     OPTIM,
     SCHEDULE,
+    BestMetric,
     LrSchedule,
     Precision,
     Preset,
@@ -118,6 +119,10 @@ def train(
     patience: Annotated[int | None, typer.Option(
         "--patience", help="Stop after N validations without a better BLEU.",
         show_default=False, rich_help_panel=SCHEDULE)] = None,
+    best_metric: Annotated[BestMetric | None, typer.Option(
+        "--best-metric", help="What best/ and --patience follow: greedy validation BLEU, or "
+        "the validation loss (fairseq's default). [dim]\\[default: bleu][/]",
+        show_default=False, rich_help_panel=SCHEDULE)] = None,
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Seeds weights, dropout and data order. [dim]\\[default: 1][/]",
         show_default=False, rich_help_panel=SCHEDULE)] = None,
@@ -181,7 +186,8 @@ def train(
                  clip_norm=clip_norm, label_smoothing=label_smoothing, dropout=dropout,
                  precision=value(precision), seed=seed, save_every=save_every,
                  save_epochs=epoch_checkpoints, keep_last=keep_last,
-                 valid_bleu_lines=valid_bleu_lines, patience=patience, log_every=log_every,
+                 valid_bleu_lines=valid_bleu_lines, patience=patience,
+                 best_metric=value(best_metric), log_every=log_every,
                  max_bad_steps=max_bad_steps, tensorboard=tensorboard,
                  init_from=str(init_from) if init_from else None)
     launch = guarded(Launch, nproc=gpus, device=device.value, nnodes=nnodes,

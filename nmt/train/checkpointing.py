@@ -54,7 +54,8 @@ def train_state_dict(sess: Session, state: TrainState, rngs: list[dict]) -> dict
         "elapsed": state.elapsed, "best_score": state.best_score, "best_step": state.best_step,
         "stale": state.stale, "bad_streak": state.bad_streak,
         "optimizer": state.optimizer.state_dict(), "scaler": state.scaler.state_dict(),
-        "lr_schedule": sess.cfg.lr_schedule, "rng": rngs, "world_size": sess.world.size,
+        "lr_schedule": sess.cfg.lr_schedule, "best_metric": sess.cfg.best_metric, "rng": rngs,
+        "world_size": sess.world.size,
         "order": {"seed": sess.cfg.seed, "batch_tokens": sess.cfg.batch_tokens},
     }
 
@@ -76,7 +77,7 @@ def validate_and_save(sess: Session, state: TrainState) -> bool:
     result = None
     if sess.world.is_main and sess.valid is not None:
         result = validate(sess, state)
-        score_validation(state, result)
+        score_validation(state, result, sess.cfg.best_metric)
         sess.metrics.write(result)
     save(sess, state, result)
     if result is not None and result["best"]:
@@ -155,6 +156,7 @@ def resume(sess: Session, state: TrainState) -> Path | None:
                               where=str(path / TRAIN_STATE)) from None
     restore_rngs(sess, saved)
     warn_order_change(sess, saved)
+    restart_best(sess, state, saved)
     state.saved_at = state.position
     if sess.metrics is not None:
         sess.metrics.truncate_after(state.step)
@@ -193,6 +195,16 @@ def restore_rngs(sess: Session, saved: dict[str, Any]) -> None:
         log.warning("resuming %d-worker state on %d workers: dropout streams are re-seeded",
                     len(rngs), sess.world.size)
         seed_everything(sess.cfg.seed + 1_000_003 * saved["step"] + sess.world.rank)
+
+
+def restart_best(sess: Session, state: TrainState, saved: dict[str, Any]) -> None:
+    """A resume with another best metric: the best score and patience count start afresh."""
+    before = saved.get("best_metric", "bleu")
+    if before != sess.cfg.best_metric:
+        log.info("best metric changed since the checkpoint (%s -> %s): the best score and the "
+                 "patience count start again at the next validation", before,
+                 sess.cfg.best_metric)
+        state.best_score, state.best_step, state.stale = None, None, 0
 
 
 def warn_order_change(sess: Session, saved: dict[str, Any]) -> None:

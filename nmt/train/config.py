@@ -22,6 +22,7 @@ from nmt.train import rundir
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("noam", "inverse_sqrt")
+BEST_METRICS = ("bleu", "loss")
 MODEL_FLAGS = ("dropout",)  # command-line overrides that change the ModelConfig
 
 
@@ -38,6 +39,8 @@ class TrainConfig:
     max_epochs: int | None = None  # stop after this many passes over the data
     max_time: float | None = None  # stop after this many seconds of training (over resumes)
     patience: int | None = None  # stop after this many validations without a better score
+    best_metric: str = "bleu"  # what best/ and patience follow: bleu (greedy BLEU; the loss
+    #   when BLEU is off) or loss (validation loss, lower is better: fairseq's default)
     lr_schedule: str = "noam"  # noam: the paper's formula; inverse_sqrt: fairseq's form
     lr: float | None = None  # peak lr at the end of warmup; None: noam (d*warmup)^-0.5, else 5e-4
     warmup: int = 4000  # warmup updates
@@ -69,6 +72,9 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; "
                               f"choose {', '.join(PRECISIONS)}")
+        if self.best_metric not in BEST_METRICS:
+            raise ConfigError(f"unknown best metric {self.best_metric!r}; "
+                              f"choose {', '.join(BEST_METRICS)}")
         if self.lr_schedule not in SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; "
                               f"choose {', '.join(SCHEDULES)}")

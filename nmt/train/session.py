@@ -111,7 +111,7 @@ class TrainState:
     epoch: int = 1  # the epoch in progress, from 1
     batch_index: int = 0  # the next global batch of this epoch's order
     elapsed: float = 0.0  # seconds spent training, summed over resumes
-    best_score: float | None = None  # best validation BLEU (or -loss when BLEU is off)
+    best_score: float | None = None  # best validation BLEU, or -loss (best_metric loss or no BLEU)
     best_step: int | None = None  # the step that scored it
     stale: int = 0  # validations since the best
     bad_streak: int = 0  # consecutive updates skipped for a non-finite loss

@@ -82,7 +82,9 @@ def valid_bleu(sess: Session, model: nn.Module, lines: int | None, rows_per_batc
     refs = validation_references(sess, n)
     if style.lowercase:
         refs = [r.lower() for r in refs]
-    return sacrebleu.corpus_bleu(hyps, [refs]).score
+    # force: pre-tokenized data (e.g. Moses-tokenized text prepared as is) would make sacreBLEU
+    # warn at every validation; the score is a training signal, compared only with itself
+    return sacrebleu.corpus_bleu(hyps, [refs], force=True).score
 
 
 def validation_references(sess: Session, n: int) -> list[str]:
@@ -99,10 +101,11 @@ def validation_references(sess: Session, n: int) -> list[str]:
     return [sess.data.vocab.decode(sess.valid.tgt[i].tolist()) for i in range(n)]
 
 
-def score_validation(state: TrainState, result: dict[str, Any]) -> None:
-    """Mark `result` best or not (BLEU, or -loss when BLEU is off) and update the best score
-    and the count of validations since it."""
-    score = result["bleu"] if result["bleu"] is not None else -result["loss"]
+def score_validation(state: TrainState, result: dict[str, Any], metric: str = "bleu") -> None:
+    """Mark `result` best or not and update the best score and the count of validations since
+    it. `metric` bleu: higher BLEU (-loss when BLEU is off); loss: lower validation loss."""
+    use_bleu = metric == "bleu" and result["bleu"] is not None
+    score = result["bleu"] if use_bleu else -result["loss"]
     result["best"] = state.best_score is None or score > state.best_score
     if result["best"]:
         state.best_score, state.best_step, state.stale = score, state.step, 0
