@@ -117,7 +117,7 @@ def train(
         "--max-time", help="Stop after this much training time, over resumes (3600, 90m, 2h).",
         show_default=False, rich_help_panel=SCHEDULE)] = None,
     patience: Annotated[int | None, typer.Option(
-        "--patience", help="Stop after N validations without a better BLEU.",
+        "--patience", help="Stop after N validations without a better --best-metric.",
         show_default=False, rich_help_panel=SCHEDULE)] = None,
     best_metric: Annotated[BestMetric | None, typer.Option(
         "--best-metric", help="What best/ and --patience follow: greedy validation BLEU, or "

@@ -18,8 +18,10 @@ nmt prepare local --src en --tgt de --train "$M/train" --valid "$M/val" \
   --test "$M/test_2016_flickr" --name multi30k-reference --out "$DATA" \
   --lowercase --moses-tokenize --vocab-size 10000 --max-ratio 9
 
-# 2. train to convergence: validation (greedy BLEU on all 1,014 lines) about once an epoch,
-#    stop after 10 validations without a better one (resumes if the run directory exists)
+# 2. train to convergence: validation (loss, and greedy BLEU on all 1,014 lines) about once an
+#    epoch, stop after 10 validations without a lower validation loss (fairseq's --patience,
+#    which follows the loss by default; "best_metric": "loss" in config.json); resumes if the
+#    run directory exists
 nmt train "$DATA" --config recipes/multi30k-en-de/reference/config.json --run "$RUN" \
   ${MAX_TIME:+--max-time "$MAX_TIME"}
 
