@@ -75,6 +75,7 @@ def test_the_multi30k_reference_recipe_is_the_published_configuration():
         (4, 4, 128, 256, 4)
     assert m.dropout == 0.3 and cfg.lr == 0.005 and cfg.lr_schedule == "inverse_sqrt"
     assert cfg.warmup == 2000 and cfg.batch_tokens == 4096 and cfg.patience == 10
+    assert cfg.best_metric == "loss"  # fairseq's --patience follows the validation loss
     script = (RECIPES / "multi30k-en-de" / "reference" / "run.sh").read_text()
     for flag in ("--lowercase", "--moses-tokenize", "--vocab-size 10000", "--last 10",
                  "--beam 5", "--moses-bleu"):
