@@ -74,8 +74,12 @@ def test_the_multi30k_reference_recipe_is_the_published_configuration():
     assert (m.n_encoder_layers, m.n_decoder_layers, m.d_model, m.d_ff, m.n_heads) == \
         (4, 4, 128, 256, 4)
     assert m.dropout == 0.3 and cfg.lr == 0.005 and cfg.lr_schedule == "inverse_sqrt"
-    assert cfg.warmup == 2000 and cfg.batch_tokens == 4096 and cfg.patience == 10
+    # two GPUs at --max-tokens 4096 each: 8,192 tokens per update
+    assert cfg.warmup == 2000 and cfg.batch_tokens == 8192 and cfg.patience == 10
+    assert cfg.max_steps == 8000  # --max-update 8000
+    assert cfg.clip_norm == 25.0 and cfg.adam_eps == 1e-8  # that fairseq's defaults
     assert cfg.best_metric == "loss"  # fairseq's --patience follows the validation loss
+    assert cfg.save_epochs and cfg.save_every >= cfg.max_steps  # validate once per epoch
     script = (RECIPES / "multi30k-en-de" / "reference" / "run.sh").read_text()
     for flag in ("--lowercase", "--moses-tokenize", "--vocab-size 10000", "--last 10",
                  "--beam 5", "--moses-bleu"):

@@ -17,6 +17,7 @@ from nmt.search import (
     sample,
     sample_tokens,
     search,
+    topk_candidates,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,6 +138,25 @@ def test_length_penalties():
     assert torch.allclose(length_penalty(n, 0.6, "gnmt"), ((5 + n.float()) / 6) ** 0.6)
     assert torch.allclose(length_penalty(n, 1.0, "fairseq"), n.float())
     assert length_penalty(torch.tensor([1]), 0.6)[0] == 1.0
+
+
+@pytest.mark.parametrize("beams,vocab,k", [(4, 50, 8), (3, 5, 6), (2, 3, 4)])
+def test_topk_candidates_equal_the_top_k_of_every_extension(beams, vocab, k):
+    """Each beam's k best tokens suffice: the same candidates as ranking all K*V extensions."""
+    g = torch.Generator().manual_seed(beams * vocab)
+    lp = torch.randn(3, beams, vocab, generator=g).log_softmax(-1)
+    scores = -torch.rand(3, beams, generator=g) * 5
+    scores[0, 1:] = float("-inf")  # a first step: one live beam
+    cand, beam, tok, tok_lp = topk_candidates(scores, lp, k)
+    for i in range(3):
+        every = sorted(((float(scores[i, b] + lp[i, b, v]), b, v) for b in range(beams)
+                        for v in range(vocab)), reverse=True)[:k]
+        assert cand[i].tolist() == pytest.approx([c for c, _, _ in every])
+        finite = [j for j, (c, _, _) in enumerate(every) if c > float("-inf")]
+        assert [(int(beam[i, j]), int(tok[i, j])) for j in finite] == \
+            [(b, v) for _, b, v in (every[j] for j in finite)]
+        assert tok_lp[i].tolist() == pytest.approx(
+            [float(lp[i, beam[i, j], tok[i, j]]) for j in range(k)])
 
 
 @pytest.mark.parametrize("alpha,style", [(0.6, "gnmt"), (1.0, "fairseq"), (2.0, "gnmt")])
