@@ -141,7 +141,7 @@ def resolve_inputs(paths: list[Path], *, last: int | None) -> list[Path]:
     if not found:
         raise CheckpointError("no checkpoints (checkpoints/step-*) in this run directory",
                               where=str(run_dir))
-    found = evenly_spaced(found, _save_every(run_dir))
+    found = scheduled(found, _save_every(run_dir))
     if len(found) < last:
         log.warning("%s: --last %d asks for more checkpoints than the %d that exist (%s); "
                     "averaging those", run_dir, last, len(found),
@@ -149,14 +149,22 @@ def resolve_inputs(paths: list[Path], *, last: int | None) -> list[Path]:
     return [check_checkpoint_dir(p) for _, p in found[-last:]]
 
 
-def evenly_spaced(found: list[tuple[int, Path]], every: int | None) -> list[tuple[int, Path]]:
-    """The step checkpoints written every `every` updates, without the epoch-end and final ones
-    that fall between them, so the last N are evenly spaced (as the paper's 5/20 average).
-    With no interval known, or none on the grid, all of them."""
-    if not every:
-        return found
-    on_grid = [(step, path) for step, path in found if step % every == 0]
-    return on_grid or found
+def scheduled(found: list[tuple[int, Path]], every: int | None) -> list[tuple[int, Path]]:
+    """The checkpoints of the run's regular cadence, so the last N are evenly spaced.
+
+    That is the `save_every` grid (the paper's 5/20, written at fixed intervals), or the
+    epoch-end checkpoints where those outnumber it (fairseq's `--num-epoch-checkpoints`; a run
+    whose interval lies beyond its last step). Checkpoints off both, written when a run stopped
+    (max time, a signal, a last step between saves), are left out. Neither cadence found: all.
+    """
+    grid = [(step, path) for step, path in found if every and step % every == 0]
+    ends = [(step, path) for step, path in found if _epoch_end(path)]
+    return (ends if len(ends) > len(grid) else grid) or found
+
+
+def _epoch_end(path: Path) -> bool:
+    """Whether `nmt train` wrote this checkpoint where an epoch ended (False if unrecorded)."""
+    return read_meta(path).get("epoch_end") is True
 
 
 def _save_every(run_dir: Path) -> int | None:

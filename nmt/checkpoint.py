@@ -5,8 +5,9 @@ A checkpoint is one directory that `translate`, `average`, `info` and `export` n
 - `model.safetensors`: the weights (a tied matrix stored once, under its first name),
 - `config.json`: the `ModelConfig`,
 - `spm.model`: the SentencePiece model the weights were trained with,
-- `meta.json`: format tag, training step and epoch, the prepared data it was trained on
-  (name, languages, content hash), the nmt version and anything the writer adds,
+- `meta.json`: format tag, training step and epoch (and whether an epoch ended there), the
+  prepared data it was trained on (name, languages, content hash), the nmt version and anything
+  the writer adds,
 - `train_state.pt` (training checkpoints only): optimizer, schedule, loss scaler, RNG states and
   data position, saved with `torch.save` of plain tensors and containers and read back with
   `torch.load(weights_only=True)`.
@@ -191,6 +192,9 @@ def read_meta(path: Path) -> dict[str, Any]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise CheckpointError(f"{key} must be a non-negative integer, not {value!r}",
                                   where=where)
+    if not isinstance(meta.get("epoch_end", False), bool):
+        raise CheckpointError(f"epoch_end must be true or false, not {meta['epoch_end']!r}",
+                              where=where)
     digest = meta.get("vocab_sha256")
     if digest is not None and not (isinstance(digest, str) and _SHA256.fullmatch(digest)):
         raise CheckpointError(f"vocab_sha256 is not a sha256 digest: {digest!r}", where=where)

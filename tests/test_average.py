@@ -1,5 +1,6 @@
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from typer.testing import CliRunner
 
 from nmt import average
 from nmt.checkpoint import (
+    list_checkpoints,
     load_checkpoint,
     save_checkpoint,
     unique_state_dict,
@@ -97,17 +99,32 @@ def test_last_n_more_than_exist_averages_what_exists_with_a_warning(run_dir, tmp
         "step-20", "step-300", "step-1000"]
 
 
+def _run_with(tmp_path, model_config, vocab, steps, *, ends=(), save_every=100) -> Path:
+    run = tmp_path / "run"
+    for seed, step in enumerate(steps):
+        save_checkpoint(run / "checkpoints" / f"step-{step:08d}", _model(model_config, seed),
+                        vocab, {"step": step, "epoch_end": step in ends})
+    (run / "train_config.json").write_text(json.dumps({"save_every": save_every}))
+    return run
+
+
 def test_last_n_takes_evenly_spaced_step_checkpoints(tmp_path, tiny_model, tiny_vocab):
     """Epoch-end (130, 270) and final (350) checkpoints fall between the save_every=100 grid;
     --last 3 takes 100, 200, 300."""
-    run = tmp_path / "run"
-    for seed, step in enumerate((100, 130, 200, 270, 300, 350)):
-        save_checkpoint(run / "checkpoints" / f"step-{step:08d}", _model(tiny_model.config, seed),
-                        tiny_vocab, {"step": step})
-    (run / "train_config.json").write_text(json.dumps({"save_every": 100}))
+    run = _run_with(tmp_path, tiny_model.config, tiny_vocab, (100, 130, 200, 270, 300, 350),
+                    ends=(130, 270))
     summary = average.run([run], output=tmp_path / "avg", last=3)
     assert summary.steps == [100, 200, 300]
-    assert average.evenly_spaced([(5, run), (7, run)], 100) == [(5, run), (7, run)]
+    off_both = [c for c in list_checkpoints(run) if c[0] in (100, 350)]
+    assert average.scheduled(off_both, 1000) == off_both  # neither cadence: all of them
+
+
+def test_last_n_takes_epoch_ends_where_they_outnumber_the_grid(tmp_path, tiny_model, tiny_vocab):
+    """The Multi30k reference's shape: save_every at max steps (8,000), a checkpoint per epoch,
+    and the last one written where max steps stopped the run mid-epoch (also on the grid)."""
+    run = _run_with(tmp_path, tiny_model.config, tiny_vocab, (58, 116, 131, 174, 232, 250),
+                    ends=(58, 116, 174, 232), save_every=250)
+    assert average.run([run], output=tmp_path / "avg", last=3).steps == [116, 174, 232]
 
 
 def test_a_run_dir_alone_takes_the_papers_number_into_run_avg(run_dir, tmp_path):

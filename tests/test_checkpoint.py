@@ -164,6 +164,18 @@ def test_a_step_that_is_not_a_count_is_refused(tmp_path, tiny_model, tiny_vocab,
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("flag", ["yes", 1, None])
+def test_an_epoch_end_flag_that_is_not_a_boolean_is_refused(tmp_path, tiny_model, tiny_vocab,
+                                                             flag):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, {**META, "epoch_end": True})
+    assert load_checkpoint(path).meta["epoch_end"] is True
+    meta = json.loads((path / "meta.json").read_text())
+    meta["epoch_end"] = flag
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="epoch_end must be true or false"):
+        load_checkpoint(path)
+
+
 def test_another_vocabulary_of_the_same_size_is_refused(tmp_path, tiny_model, tiny_vocab):
     from conftest import toy_pairs
 

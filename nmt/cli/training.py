@@ -215,8 +215,10 @@ def average(
         "--output", "-o", help="Where to write the averaged checkpoint (a directory). Default "
                                "for a run: RUN/avg.", show_default=False)] = None,
     last: Annotated[int | None, typer.Option(
-        "--last", min=1, help="Average the N newest evenly spaced step checkpoints of the run "
-                              "directory. Default: the paper's 5 (base) or 20 (big).",
+        "--last", min=1, help="Average the N newest checkpoints of the run directory's regular "
+                              "cadence: the --save-every grid, or the epoch ends where those "
+                              "are more; stop checkpoints are left out. Default: the paper's 5 "
+                              "(base) or 20 (big).",
         show_default=False)] = None,
 ) -> None:
     """Average the weights of the last N checkpoints of a run (or of listed checkpoints)."""

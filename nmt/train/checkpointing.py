@@ -38,6 +38,8 @@ def checkpoint_meta(sess: Session, state: TrainState, valid: dict | None) -> dic
     data = sess.data
     meta: dict[str, Any] = {
         "step": state.step, "epoch": state.epoch, "preset": sess.cfg.preset,
+        # written where an epoch just ended (`nmt average --last` picks these or the save grid)
+        "epoch_end": state.batch_index == 0,
         "data": {"name": data.name, "src_lang": data.src_lang, "tgt_lang": data.tgt_lang,
                  "content_hash": data.content_hash},
     }

@@ -59,6 +59,26 @@ def test_the_run_directory(tmp_path, toy_data):
     assert again.steps == 8 and again.start_step == 8
 
 
+def test_epoch_end_checkpoints_are_marked_and_averaged(tmp_path, toy_data):
+    """With the interval beyond the last step, the run checkpoints at every epoch end and once
+    where max steps stop it mid-epoch; `average --last` takes the epoch ends, as fairseq's
+    --num-epoch-checkpoints, not the stop checkpoint."""
+    run = tmp_path / "run"
+    train.main(data=toy_data, run=run, preset="tiny", overrides=small_run(
+        max_steps=11, batch_tokens=1200, save_every=1000, keep_last=50, valid_bleu_lines=0))
+    metas = [load_checkpoint(path).meta for _, path in list_checkpoints(run)]
+    assert len(metas) >= 4 and metas[-1]["step"] == 11
+    # "epoch" is the epoch in progress: it moves on exactly where an epoch ended
+    assert all(m["epoch_end"] for m in metas[:-1])
+    assert metas[-1]["epoch_end"] == (metas[-1]["epoch"] != metas[-2]["epoch"])
+    assert not metas[-1]["epoch_end"], "pick max_steps mid-epoch for this test"
+    result = CliRunner().invoke(app, ["average", str(run), "--last", "3", "-o",
+                                      str(tmp_path / "avg")])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "avg").meta["averaged_from"] == [
+        f"step-{m['step']:08d}" for m in metas[-4:-1]]
+
+
 RESUME_RUN = small_run(max_steps=30, save_every=5, batch_tokens=150, keep_last=30, log_every=5,
                        valid_bleu_lines=2)
 
