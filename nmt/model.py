@@ -29,6 +29,10 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 
+# How `Transformer.reset_parameters` initialises the projections: nmt's own Xavier-uniform, or
+# fairseq's transformer (for reproducing results published with it).
+INIT_STYLES = ("xavier", "fairseq")
+
 
 def sinusoidal_table(n_positions: int, dim: int) -> Tensor:
     """PE[pos, i] = sin(pos / 10000^(2i/dim)) for i < dim/2, cos(...) for the second half.
@@ -401,13 +405,30 @@ class Transformer(nn.Module):
             self.output.weight = tgt_tokens.weight
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Xavier-uniform for projections; N(0, d^-0.5) for embeddings with the padding row zero."""
+    def reset_parameters(self, style: str = "xavier") -> None:
+        """Embeddings N(0, d^-0.5) with the padding row zero; projections by `style`.
+
+        xavier: Xavier-uniform weights and zero biases everywhere. fairseq: as its transformer
+        does it, q/k/v Xavier-uniform with gain 1/sqrt(2) (the bound of one fused (3D, D)
+        matrix) and PyTorch's default biases, attention outputs Xavier-uniform with zero bias,
+        feed-forward layers PyTorch's default Linear init (uniform within 1/sqrt(fan_in)).
+        """
+        if style not in INIT_STYLES:
+            raise ValueError(f"unknown init style {style!r}; choose {', '.join(INIT_STYLES)}")
         for name, p in self.named_parameters():
             if p.dim() == 2 and "tokens" not in name and not name.startswith("output"):
                 nn.init.xavier_uniform_(p)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
+        if style == "fairseq":
+            for module in self.modules():
+                if isinstance(module, MultiHeadAttention):
+                    for proj in (module.q_proj, module.k_proj, module.v_proj):
+                        proj.reset_parameters()  # PyTorch's bias init
+                        nn.init.xavier_uniform_(proj.weight, gain=2 ** -0.5)
+                elif isinstance(module, FeedForward):
+                    module.fc1.reset_parameters()
+                    module.fc2.reset_parameters()
         std = self.config.d_model ** -0.5
         embeddings = {id(m.weight): m for m in self.modules() if isinstance(m, nn.Embedding)}
         for emb in embeddings.values():

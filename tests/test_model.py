@@ -53,6 +53,36 @@ def test_initialisation(tiny_config):
     assert w.abs().max().item() > 0.9 * math.sqrt(6 / (512 + 2048))
 
 
+def test_fairseq_initialisation():
+    """fairseq's transformer: q/k/v Xavier with gain 1/sqrt(2) and PyTorch's default biases,
+    attention outputs Xavier with zero bias, feed-forward layers PyTorch's default init."""
+    torch.manual_seed(0)
+    config = preset("base", vocab_size=2000)
+    m = Transformer(config)
+    m.reset_parameters("fairseq")
+
+    def bounded(t, bound):  # drawn uniformly within +-bound, so its extremes come near it
+        return 0.9 * bound < t.abs().max().item() <= bound + 1e-6
+
+    layer = m.decoder.layers[-1]
+    for attn in (m.encoder.layers[0].self_attn, layer.self_attn, layer.cross_attn):
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            assert bounded(proj.weight, math.sqrt(6 / (512 + 512)) / math.sqrt(2))
+            assert bounded(proj.bias, 1 / math.sqrt(512))
+        assert bounded(attn.out_proj.weight, math.sqrt(6 / (512 + 512)))
+        assert torch.all(attn.out_proj.bias == 0)
+    for ffn in (m.encoder.layers[0].ffn, layer.ffn):
+        for fc, fan_in in ((ffn.fc1, 512), (ffn.fc2, 2048)):
+            assert bounded(fc.weight, fan_in ** -0.5) and bounded(fc.bias, fan_in ** -0.5)
+    emb = m.encoder.embed.tokens.weight
+    assert torch.all(emb[config.pad_id] == 0) and m.output.weight is emb
+    assert emb[1:].std().item() == pytest.approx(512 ** -0.5, rel=0.05)
+    norm = layer.ffn_res.norm
+    assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
+    with pytest.raises(ValueError, match="unknown init style"):
+        m.reset_parameters("glorot")
+
+
 def _batch(config, b=3, s=7, t=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(4, config.vocab_size, (b, s), generator=g)

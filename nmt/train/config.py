@@ -17,6 +17,7 @@ from nmt import workspace
 from nmt.config import PRECISIONS, ModelConfig
 from nmt.data import PreparedData
 from nmt.errors import ConfigError
+from nmt.model import INIT_STYLES
 from nmt.train import rundir
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 if supported, else fp16, fp32 on CPU) | fp32 | bf16 | fp16
     max_bad_steps: int = 5  # non-finite losses in a row before training stops with an error
     seed: int = 1  # seeds weights, dropout and the data order
+    init: str = "xavier"  # weight initialisation: xavier (nmt's) | fairseq (its transformer's)
     save_every: int = 1000  # checkpoint (and validate) every this many updates
     save_epochs: bool = True  # also checkpoint at the end of every epoch
     keep_last: int = 20  # step checkpoints kept (enough for the big model's 20-way average)
@@ -75,6 +77,8 @@ class TrainConfig:
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"unknown best metric {self.best_metric!r}; "
                               f"choose {', '.join(BEST_METRICS)}")
+        if self.init not in INIT_STYLES:
+            raise ConfigError(f"unknown init {self.init!r}; choose {', '.join(INIT_STYLES)}")
         if self.lr_schedule not in SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; "
                               f"choose {', '.join(SCHEDULES)}")

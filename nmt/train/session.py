@@ -132,7 +132,10 @@ def build_state(sess: Session) -> TrainState:
 
     cfg, world = sess.cfg, sess.world
     seed_everything(cfg.seed)
-    model = Transformer(cfg.model).to(world.device)
+    model = Transformer(cfg.model)
+    if cfg.init != "xavier":  # the constructor's; asked for again it would draw other weights
+        model.reset_parameters(cfg.init)
+    model = model.to(world.device)
     seed_everything(cfg.seed + world.rank)  # each worker its own dropout stream
     net: nn.Module = Objective(model, cfg.label_smoothing)
     if world.distributed:

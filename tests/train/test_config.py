@@ -46,3 +46,7 @@ def test_config_errors_name_the_file_and_line(tmp_path):
         train.resolve_config(data="d", run="r", overrides={"precision": "fp8"})
     with pytest.raises(ConfigError, match="duration"):
         train.parse_duration("soon")
+    for init in ("glorot", 1, None):
+        bad.write_text(json.dumps({"preset": "tiny", "init": init}))
+        with pytest.raises(ConfigError, match=r"bad\.json: unknown init .* xavier, fairseq"):
+            train.load_config(bad)
