@@ -29,11 +29,22 @@ def run(path: str | os.PathLike) -> list[tuple[str, str]]:
         ("parameters", f"{count_parameters(model):,}"),
         ("vocabulary", f"{len(ckpt.vocab):,} SentencePiece pieces, embeddings {tying}"),
         ("vocabulary sha256", ckpt.vocab.sha256[:16]),
-        ("training step", f"{ckpt.step:,}" + (f" (epoch {ckpt.meta['epoch']})"
-                                              if "epoch" in ckpt.meta else "")),
+        ("training step", f"{ckpt.step:,}{_epoch(ckpt.meta)}"),
         ("data", f"{data.get('name', 'unknown')} {langs}"
                  + (f", content {data['content_hash'][:16]}" if data.get("content_hash") else "")),
         ("averaged from", ", ".join(ckpt.meta["averaged_from"])
          if ckpt.meta.get("averaged_from") else "-"),
         ("nmt version", str(ckpt.meta.get("nmt_version", "?"))),
     ]
+
+
+def _epoch(meta: dict) -> str:
+    """Where the step lies in the data: meta's "epoch" is the epoch in progress, so a checkpoint
+    written where one ended names the next."""
+    if "epoch" not in meta:
+        return ""
+    if "epoch_end" not in meta:  # written before checkpoints recorded it
+        return f" (epoch {meta['epoch']})"
+    if meta["epoch_end"] and meta["epoch"] > 1:
+        return f" (end of epoch {meta['epoch'] - 1})"
+    return f" (in epoch {meta['epoch']})"

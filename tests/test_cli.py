@@ -40,6 +40,12 @@ def test_info_on_a_written_checkpoint(tmp_path, tiny_model, tiny_vocab):
     n_params = sum(p.numel() for p in tiny_model.parameters())
     for text in (f"{n_params:,}", "1,234", "toy en-de", "post-norm", str(len(tiny_vocab))):
         assert text in result.output
+    for name, meta, says in (
+            ("end", {"step": 58, "epoch": 2, "epoch_end": True}, "58 (end of epoch 1)"),
+            ("mid", {"step": 61, "epoch": 2, "epoch_end": False}, "61 (in epoch 2)"),
+            ("old", {"step": 58, "epoch": 2}, "58 (epoch 2)")):
+        save_checkpoint(tmp_path / name, tiny_model, tiny_vocab, meta)
+        assert says in runner.invoke(app, ["info", str(tmp_path / name)]).output
 
 
 def test_info_on_a_broken_checkpoint_is_one_line_exit_2(tmp_path, tiny_model, tiny_vocab):
