@@ -78,6 +78,7 @@ def test_the_multi30k_reference_recipe_is_the_published_configuration():
     assert cfg.warmup == 2000 and cfg.batch_tokens == 8192 and cfg.patience == 10
     assert cfg.max_steps == 8000  # --max-update 8000
     assert cfg.clip_norm == 25.0 and cfg.adam_eps == 1e-8  # that fairseq's defaults
+    assert cfg.init == "fairseq"  # and its transformer's initialisation
     assert cfg.best_metric == "loss"  # fairseq's --patience follows the validation loss
     assert cfg.save_epochs and cfg.save_every >= cfg.max_steps  # validate once per epoch
     script = (RECIPES / "multi30k-en-de" / "reference" / "run.sh").read_text()

@@ -4,9 +4,9 @@
 # d_model 128, d_ff 256, 4 heads, dropout 0.3, lr 0.005 inverse-sqrt with 2,000 warm-up
 # updates, --max-tokens 4096 on two GPUs = 8,192 tokens per update, at most 8,000 updates,
 # patience 10 validations (one per epoch) on the validation loss, that fairseq's defaults
-# (clip-norm 25, Adam eps 1e-8), average of the last 10 epoch checkpoints, beam 5) on
-# lowercased, Moses-tokenized text with a 10k joint BPE, scored with lowercased tokenized
-# BLEU (41.0).
+# (clip-norm 25, Adam eps 1e-8) and initialisation ("init": "fairseq"), average of the last
+# 10 epoch checkpoints, beam 5) on lowercased, Moses-tokenized text with a 10k joint BPE,
+# scored with lowercased tokenized BLEU (41.0).
 # Usage: bash recipes/multi30k-en-de/reference/run.sh [MAX_TIME]   SHARED: the corpora folder;
 # LR: another peak learning rate, in its own run directory.
 set -euo pipefail
