@@ -15,8 +15,9 @@ from nmt.model.encoder import Encoder
 from nmt.model.layers import FeedForward
 
 # How `Transformer.reset_parameters` initialises the projections: nmt's own Xavier-uniform, or
-# fairseq's transformer (for reproducing results published with it).
-INIT_STYLES = ("xavier", "fairseq")
+# fairseq's transformer (for reproducing results published with it): "fairseq" as it is since
+# v0.10, "fairseq-0.9" as before (and in forks of that time), which differ in the feed-forward.
+INIT_STYLES = ("xavier", "fairseq", "fairseq-0.9")
 
 
 class Transformer(nn.Module):
@@ -39,10 +40,11 @@ class Transformer(nn.Module):
     def reset_parameters(self, style: str = "xavier") -> None:
         """Embeddings N(0, d^-0.5) with the padding row zero; projections by `style`.
 
-        xavier: Xavier-uniform weights and zero biases everywhere. fairseq: as its transformer
-        does it, q/k/v Xavier-uniform with gain 1/sqrt(2) (the bound of one fused (3D, D)
-        matrix) and PyTorch's default biases, attention outputs Xavier-uniform with zero bias,
-        feed-forward layers PyTorch's default Linear init (uniform within 1/sqrt(fan_in)).
+        xavier: Xavier-uniform weights and zero biases everywhere. fairseq-0.9: as fairseq's
+        transformer did before v0.10, q/k/v Xavier-uniform with gain 1/sqrt(2) (the bound of one
+        fused (3D, D) matrix) and PyTorch's default biases, everything else as xavier. fairseq:
+        as it does since, the same and feed-forward layers with PyTorch's default Linear init
+        (uniform within 1/sqrt(fan_in)) instead of Xavier's.
         """
         if style not in INIT_STYLES:
             raise ValueError(f"unknown init style {style!r}; choose {', '.join(INIT_STYLES)}")
@@ -51,13 +53,13 @@ class Transformer(nn.Module):
                 nn.init.xavier_uniform_(p)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
-        if style == "fairseq":
+        if style != "xavier":
             for module in self.modules():
                 if isinstance(module, MultiHeadAttention):
                     for proj in (module.q_proj, module.k_proj, module.v_proj):
                         proj.reset_parameters()  # PyTorch's bias init
                         nn.init.xavier_uniform_(proj.weight, gain=2 ** -0.5)
-                elif isinstance(module, FeedForward):
+                elif style == "fairseq" and isinstance(module, FeedForward):
                     module.fc1.reset_parameters()
                     module.fc2.reset_parameters()
         std = self.config.d_model ** -0.5

@@ -54,7 +54,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 if supported, else fp16, fp32 on CPU) | fp32 | bf16 | fp16
     max_bad_steps: int = 5  # non-finite losses in a row before training stops with an error
     seed: int = 1  # seeds weights, dropout and the data order
-    init: str = "xavier"  # weight initialisation: xavier (nmt's) | fairseq (its transformer's)
+    init: str = "xavier"  # weight init: xavier (nmt's) | fairseq | fairseq-0.9 (its transformer's)
     save_every: int = 1000  # checkpoint (and validate) every this many updates
     save_epochs: bool = True  # also checkpoint at the end of every epoch
     keep_last: int = 20  # step checkpoints kept (enough for the big model's 20-way average)

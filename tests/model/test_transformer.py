@@ -79,6 +79,29 @@ def test_fairseq_initialisation():
         m.reset_parameters("glorot")
 
 
+def test_fairseq_0_9_initialisation_differs_only_in_the_feed_forward_layers():
+    """Before v0.10 fairseq drew its feed-forward layers Xavier-uniform with zero biases (its own
+    `Linear`); q/k/v as since (gain 1/sqrt(2), PyTorch's default biases)."""
+    torch.manual_seed(0)
+    m = Transformer(preset("base", vocab_size=2000))
+    m.reset_parameters("fairseq-0.9")
+
+    def bounded(t, bound):  # drawn uniformly within +-bound, so its extremes come near it
+        return 0.9 * bound < t.abs().max().item() <= bound + 1e-6
+
+    layer = m.decoder.layers[-1]
+    for attn in (m.encoder.layers[0].self_attn, layer.self_attn, layer.cross_attn):
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            assert bounded(proj.weight, math.sqrt(6 / (512 + 512)) / math.sqrt(2))
+            assert bounded(proj.bias, 1 / math.sqrt(512))
+        assert bounded(attn.out_proj.weight, math.sqrt(6 / (512 + 512)))
+        assert torch.all(attn.out_proj.bias == 0)
+    for ffn in (m.encoder.layers[0].ffn, layer.ffn):
+        for fc in (ffn.fc1, ffn.fc2):  # Xavier's bound, not 1/sqrt(fan_in); zero biases
+            assert bounded(fc.weight, math.sqrt(6 / (512 + 2048)))
+            assert torch.all(fc.bias == 0)
+
+
 def test_shapes(tiny_model, tiny_config):
     src, tgt = make_batch(tiny_config)
     memory, mask = tiny_model.encode(src)

@@ -114,7 +114,7 @@ def test_init_fairseq_in_a_config_file_starts_from_fairseqs_initialisation(tmp_p
     """fairseq draws the q/k/v biases within 1/sqrt(d) (0.18 here) where nmt starts them at 0;
     after one update (lr 0.006) the two runs still show it."""
     largest = {}
-    for init in ("xavier", "fairseq"):
+    for init in ("xavier", "fairseq", "fairseq-0.9"):
         config = _config(tmp_path, max_steps=1, save_every=1, init=init)
         result = runner.invoke(app, ["train", str(toy_data), "--config", str(config),
                                      "--run", str(tmp_path / init)])
@@ -124,7 +124,7 @@ def test_init_fairseq_in_a_config_file_starts_from_fairseqs_initialisation(tmp_p
         bias = weights(list_checkpoints(tmp_path / init)[-1][1])[
             "encoder.layers.0.self_attn.q_proj.bias"]
         largest[init] = bias.abs().max().item()
-    assert largest["xavier"] < 0.02 and largest["fairseq"] > 0.08
+    assert largest["xavier"] < 0.02 and largest["fairseq"] > 0.08 and largest["fairseq-0.9"] > 0.08
 
 
 def test_init_from_fine_tunes_on_a_second_corpus(tmp_path, toy_data, tiny_vocab):
