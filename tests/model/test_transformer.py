@@ -49,6 +49,23 @@ def test_initialisation(tiny_config):
     assert w.abs().max().item() > 0.9 * math.sqrt(6 / (512 + 2048))
 
 
+def _bounded(t, bound):
+    """Drawn uniformly within +-bound, so its extremes come near it."""
+    return 0.9 * bound < t.abs().max().item() <= bound + 1e-6
+
+
+def _assert_fairseq_attention(m):
+    """fairseq's attention init (d 512), in both of its versions: q/k/v Xavier with gain
+    1/sqrt(2) and PyTorch's default biases, outputs Xavier with zero bias."""
+    layer = m.decoder.layers[-1]
+    for attn in (m.encoder.layers[0].self_attn, layer.self_attn, layer.cross_attn):
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            assert _bounded(proj.weight, math.sqrt(6 / (512 + 512)) / math.sqrt(2))
+            assert _bounded(proj.bias, 1 / math.sqrt(512))
+        assert _bounded(attn.out_proj.weight, math.sqrt(6 / (512 + 512)))
+        assert torch.all(attn.out_proj.bias == 0)
+
+
 def test_fairseq_initialisation():
     """fairseq's transformer: q/k/v Xavier with gain 1/sqrt(2) and PyTorch's default biases,
     attention outputs Xavier with zero bias, feed-forward layers PyTorch's default init."""
@@ -56,20 +73,11 @@ def test_fairseq_initialisation():
     config = preset("base", vocab_size=2000)
     m = Transformer(config)
     m.reset_parameters("fairseq")
-
-    def bounded(t, bound):  # drawn uniformly within +-bound, so its extremes come near it
-        return 0.9 * bound < t.abs().max().item() <= bound + 1e-6
-
     layer = m.decoder.layers[-1]
-    for attn in (m.encoder.layers[0].self_attn, layer.self_attn, layer.cross_attn):
-        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
-            assert bounded(proj.weight, math.sqrt(6 / (512 + 512)) / math.sqrt(2))
-            assert bounded(proj.bias, 1 / math.sqrt(512))
-        assert bounded(attn.out_proj.weight, math.sqrt(6 / (512 + 512)))
-        assert torch.all(attn.out_proj.bias == 0)
+    _assert_fairseq_attention(m)
     for ffn in (m.encoder.layers[0].ffn, layer.ffn):
         for fc, fan_in in ((ffn.fc1, 512), (ffn.fc2, 2048)):
-            assert bounded(fc.weight, fan_in ** -0.5) and bounded(fc.bias, fan_in ** -0.5)
+            assert _bounded(fc.weight, fan_in ** -0.5) and _bounded(fc.bias, fan_in ** -0.5)
     emb = m.encoder.embed.tokens.weight
     assert torch.all(emb[config.pad_id] == 0) and m.output.weight is emb
     assert emb[1:].std().item() == pytest.approx(512 ** -0.5, rel=0.05)
@@ -85,20 +93,11 @@ def test_fairseq_0_9_initialisation_differs_only_in_the_feed_forward_layers():
     torch.manual_seed(0)
     m = Transformer(preset("base", vocab_size=2000))
     m.reset_parameters("fairseq-0.9")
-
-    def bounded(t, bound):  # drawn uniformly within +-bound, so its extremes come near it
-        return 0.9 * bound < t.abs().max().item() <= bound + 1e-6
-
     layer = m.decoder.layers[-1]
-    for attn in (m.encoder.layers[0].self_attn, layer.self_attn, layer.cross_attn):
-        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
-            assert bounded(proj.weight, math.sqrt(6 / (512 + 512)) / math.sqrt(2))
-            assert bounded(proj.bias, 1 / math.sqrt(512))
-        assert bounded(attn.out_proj.weight, math.sqrt(6 / (512 + 512)))
-        assert torch.all(attn.out_proj.bias == 0)
+    _assert_fairseq_attention(m)
     for ffn in (m.encoder.layers[0].ffn, layer.ffn):
         for fc in (ffn.fc1, ffn.fc2):  # Xavier's bound, not 1/sqrt(fan_in); zero biases
-            assert bounded(fc.weight, math.sqrt(6 / (512 + 2048)))
+            assert _bounded(fc.weight, math.sqrt(6 / (512 + 2048)))
             assert torch.all(fc.bias == 0)
 
 
