@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nmt import translate
+from nmt.files import available_cores
 from nmt.search import SearchConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint = random_checkpoint(Path(tmp), args.vocab_size)
             label = "tiny preset, RANDOM weights"
         rows = []
-        for threads in args.threads or [translate.available_cores()]:
+        for threads in args.threads or [available_cores()]:
             for beam in args.beams:
                 runs = [measure(checkpoint, args.input, beam, threads, args)
                         for _ in range(args.repeat)]
