@@ -261,6 +261,9 @@ def score_lines(report, level: float) -> None:
         plain(s.text, stderr=False)
         kind = "variant" if "tok:nmt-" in s.signature else "sacreBLEU signature"
         plain(f"  {kind}: {s.signature}", stderr=False)
+        if s.ci95 is not None:
+            plain(f"  95% CI [{s.ci95[0]:.2f}, {s.ci95[1]:.2f}] by bootstrap resampling of the "
+                  f"{report.lines:,} sentences", stderr=False)
         if s.significance is not None:
             plain(f"  {_significance_line(s, level)}", stderr=False)
 
@@ -271,7 +274,8 @@ def score_tables(report) -> None:
     for column in ("metric", "score", "details"):
         scores.add_column(column)
     for s in report.scores:
-        scores.add_row(s.name, f"{s.score:.2f}", f"{s.text}\n{s.signature}")
+        interval = "" if s.ci95 is None else f" [{s.ci95[0]:.2f}, {s.ci95[1]:.2f}]"
+        scores.add_row(s.name, f"{s.score:.2f}{interval}", f"{s.text}\n{s.signature}")
     out.print(scores)
     table = Table(title="examples", show_lines=True)
     table.add_column("line", justify="right")

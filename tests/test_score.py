@@ -245,3 +245,62 @@ def test_moses_bleu_tokenizes_without_splitting_compounds(tmp_path):
     assert "compound" not in plain.signature
     with pytest.raises(ConfigError, match="choose one"):
         score.run(tmp_path / "h.de", [tmp_path / "r.de"], moses_bleu=True, paper_bleu=True)
+
+
+def _toy_hyps_and_refs():
+    """German toy references, and hypotheses that drop the last word of every third line."""
+    from conftest import toy_pairs
+
+    refs = [de for _, de in toy_pairs()]
+    hyps = [" ".join(r.split()[:-1]) if i % 3 == 0 else r for i, r in enumerate(refs)]
+    return hyps, refs
+
+
+def test_resampled_scores_equal_sacrebleu_on_the_resampled_corpus():
+    """The bootstrap's scores from summed sentence statistics are sacreBLEU's corpus scores of
+    the resampled test sets themselves."""
+    import numpy as np
+
+    hyps, refs = _toy_hyps_and_refs()
+    for key in ("bleu", "chrf", "ter"):
+        metric = score._metric(key, lowercase=False, tokenized=False)
+        stats = metric._extract_corpus_statistics(hyps, [refs])
+        counts = score.resample_counts(len(hyps), samples=3, seed=7)
+        fast = score._scores_of(metric, counts @ np.asarray(stats, float))
+        for row, got in zip(counts, fast, strict=True):
+            drawn = [i for i, c in enumerate(row) for _ in range(c)]
+            direct = metric.corpus_score([hyps[i] for i in drawn], [[refs[i] for i in drawn]])
+            assert got == pytest.approx(direct.score, abs=1e-9), key
+
+
+def test_confidence_interval_brackets_the_score_and_narrows_with_the_test_size(tmp_path):
+    hyps, refs = _toy_hyps_and_refs()
+    ref = _write(tmp_path / "ref.de", refs)
+    hyp = _write(tmp_path / "hyp.de", hyps)
+    bleu, chrf = score.run(hyp, [ref], metrics=["bleu", "chrf"], confidence=True).scores
+    for s in (bleu, chrf):
+        low, high = s.ci95
+        assert low < s.score < high and high - low > 0.5
+    assert score.run(ref, [ref], confidence=True).scores[0].ci95 == pytest.approx((100, 100))
+    # four copies of the test set: the same score, an interval about half as wide (1/sqrt(4))
+    big = score.run(_write(tmp_path / "hyp4.de", hyps * 4), [_write(tmp_path / "ref4.de",
+                                                                     refs * 4)],
+                    confidence=True).scores[0]
+    assert big.score == pytest.approx(bleu.score)
+    ratio = (big.ci95[1] - big.ci95[0]) / (bleu.ci95[1] - bleu.ci95[0])
+    assert 0.35 < ratio < 0.65
+    assert score.run(hyp, [ref]).scores[0].ci95 is None  # only when asked for
+
+
+def test_cli_confidence_in_text_and_json(tmp_path):
+    hyps, refs = _toy_hyps_and_refs()
+    args = ["score", str(_write(tmp_path / "hyp.de", hyps)), "-r",
+            str(_write(tmp_path / "ref.de", refs)), "--confidence"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "95% CI [" in result.output and f"of the {len(hyps):,} sentences" in result.output
+    result = runner.invoke(app, [*args, "--json", "-m", "bleu,ter"])
+    scores = json.loads(result.stdout)["scores"]
+    for key in ("bleu", "ter"):
+        low, high = scores[key]["ci95"]
+        assert low < scores[key]["score"] < high and scores[key]["samples"] == 1000

@@ -180,6 +180,10 @@ def score(
         "--baseline", help="A baseline system's output: paired bootstrap resampling says "
                            "whether the difference is significant.", show_default=False,
         rich_help_panel="Metrics")] = None,
+    confidence: Annotated[bool, typer.Option(
+        "--confidence", help="Add each score's 95% interval by bootstrap resampling of the "
+                             "test sentences (how much the test set alone can move it).",
+        rich_help_panel="Metrics")] = False,
     min_bleu: Annotated[float | None, typer.Option(
         "--min-bleu", help="Exit with code 1 when BLEU is below this (a CI gate).",
         show_default=False, rich_help_panel="Gate")] = None,
@@ -206,7 +210,8 @@ def score(
     keys = guarded(score_stage.parse_metrics, metrics)
     report = guarded(score_stage.run, hypothesis, ref, metrics=keys, lowercase=lowercase,
                      paper_bleu=paper_bleu, moses_bleu=moses_bleu, baseline=baseline,
-                     min_bleu=min_bleu, min_chrf=min_chrf, source=source, examples=examples)
+                     confidence=confidence, min_bleu=min_bleu, min_chrf=min_chrf,
+                     source=source, examples=examples)
     if as_json:
         print(json.dumps(report.to_json()))
     elif quiet:
