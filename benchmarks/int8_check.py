@@ -41,9 +41,10 @@ def keep_output(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def run(ckpt: Path, lines: list[str], variant: str, beam: int, threads: int):
-    original = translate.quantize_int8
+    # swapped where `load_models` looks it up (nmt.translate.models), not on the package
+    original = translate.models.quantize_int8
     if variant == "int8-keep-output":
-        translate.quantize_int8 = keep_output
+        translate.models.quantize_int8 = keep_output
     try:
         out = io.StringIO()
         config = translate.TranslateConfig(
@@ -58,7 +59,7 @@ def run(ckpt: Path, lines: list[str], variant: str, beam: int, threads: int):
         stats = translate.run(config, stdin=data, stdout=out)
         return time.process_time() - t - load, stats.tokens, out.getvalue().splitlines()
     finally:
-        translate.quantize_int8 = original
+        translate.models.quantize_int8 = original
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -256,7 +256,8 @@ def info_table(rows: list[tuple[str, str]]) -> None:
 
 # --- score -----------------------------------------------------------------------------------
 def score_lines(report, level: float) -> None:
-    """Each score with its signature (and significance against a baseline), as plain lines."""
+    """Each score with its signature (its 95% interval with --confidence, significance against
+    a baseline with --baseline), as plain lines."""
     for s in report.scores:
         plain(s.text, stderr=False)
         kind = "variant" if "tok:nmt-" in s.signature else "sacreBLEU signature"

@@ -295,7 +295,7 @@ def _failures(scores: list[MetricScore], *, min_bleu: float | None,
     return failures
 
 
-# --- bootstrap resampling ------------------------------------------------------------------
+# --- bootstrap resampling --------------------------------------------------------------------
 def resample_counts(n: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED):
     """(samples, n) array: how often each of `n` sentences is drawn in each resample of the
     test set (n draws with replacement); the same for every system scored with this seed."""

@@ -300,7 +300,38 @@ def test_cli_confidence_in_text_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     assert "95% CI [" in result.output and f"of the {len(hyps):,} sentences" in result.output
     result = runner.invoke(app, [*args, "--json", "-m", "bleu,ter"])
+    assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)["scores"]
     for key in ("bleu", "ter"):
         low, high = scores[key]["ci95"]
         assert low < scores[key]["score"] < high and scores[key]["samples"] == 1000
+    result = runner.invoke(app, [*args, "--examples", "2"])  # the table view shows it too
+    assert result.exit_code == 0, result.output
+    bleu = score.run(tmp_path / "hyp.de", [tmp_path / "ref.de"], confidence=True).scores[0]
+    for number in (bleu.score, *bleu.ci95):  # (the table may wrap the cell)
+        assert f"{number:.2f}" in result.output
+    assert f"[{bleu.ci95[0]:.2f}," in result.output
+
+
+def test_interval_is_the_central_95_percent_of_resampled_tokenized_scores(tmp_path):
+    """With --lowercase --moses-bleu (the Multi30k reference's scoring) the interval is the
+    2.5th and 97.5th percentile of lowercased tokenized BLEU over the seeded resamples, and the
+    same on every run."""
+    import numpy as np
+
+    from nmt.text import tokenize_moses_like
+
+    hyps, refs = _toy_hyps_and_refs()
+    hyps = [h.upper() for h in hyps[:100]] + hyps[100:]  # only a lowercased score ignores this
+    hyp, ref = _write(tmp_path / "hyp.de", hyps), _write(tmp_path / "ref.de", refs)
+    got = score.run(hyp, [ref], lowercase=True, moses_bleu=True, confidence=True).scores[0]
+    metric = score._metric("bleu", lowercase=True, tokenized=True)
+    tok = [tokenize_moses_like(h, lang="de") for h in hyps]
+    stats = np.asarray(metric._extract_corpus_statistics(
+        tok, [[tokenize_moses_like(r, lang="de") for r in refs]]), float)
+    resampled = score._scores_of(metric, score.resample_counts(len(hyps)) @ stats)
+    assert got.ci95 == tuple(np.percentile(resampled, [2.5, 97.5]))
+    assert got.ci95 == score.run(hyp, [ref], lowercase=True, moses_bleu=True,
+                                 confidence=True).scores[0].ci95
+    assert got.score == pytest.approx(metric.corpus_score(
+        tok, [[tokenize_moses_like(r, lang="de") for r in refs]]).score)
