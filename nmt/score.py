@@ -251,11 +251,15 @@ def _score_one(key: str, hyps: list[str], refs: list[list[str]],
         name = result.name
         signature = str(metric.get_signature())
     text = f"{name} = {str(result).split(' = ', 1)[1]}"
-    significance = None
-    if base is not None:
-        significance = paired_bootstrap(metric, hyps, prep(base[1]), refs, baseline=base[0],
-                                        higher_is_better=key != "ter")
-    ci95 = bootstrap_interval(metric, hyps, refs) if confidence else None
+    significance = ci95 = None
+    if base is not None or confidence:
+        stats = sentence_stats(metric, hyps, refs)  # once for both resampling uses
+        if base is not None:
+            significance = paired_bootstrap(metric, stats,
+                                            sentence_stats(metric, prep(base[1]), refs),
+                                            baseline=base[0], higher_is_better=key != "ter")
+        if confidence:
+            ci95 = bootstrap_interval(metric, stats)
     return MetricScore(key=key, name=name, score=float(result.score), text=text,
                        signature=signature, higher_is_better=key != "ter",
                        significance=significance, ci95=ci95)
@@ -305,34 +309,39 @@ def resample_counts(n: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTST
     return np.stack([np.bincount(row, minlength=n) for row in picks])
 
 
-def bootstrap_interval(metric, hyps: list[str], refs: list[list[str]], *,
-                       samples: int = BOOTSTRAP_SAMPLES,
-                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
-    """The 2.5th and 97.5th percentiles of the corpus score over `samples` resamples of the
-    test set: where the score of another test set of this size and kind would likely fall."""
+def sentence_stats(metric, hyps: list[str], refs: list[list[str]]):
+    """(N, K) float array: the metric's sufficient statistics of each sentence (the ones
+    sacreBLEU's significance module uses), so that a resample's corpus score is exact."""
     import numpy as np
 
-    stats = np.asarray(metric._extract_corpus_statistics(hyps, refs), dtype=np.float64)
-    scores = _scores_of(metric, resample_counts(len(hyps), samples, seed) @ stats)  # (S,)
+    return np.asarray(metric._extract_corpus_statistics(hyps, refs), dtype=np.float64)
+
+
+def bootstrap_interval(metric, stats, *, samples: int = BOOTSTRAP_SAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of the corpus score over `samples` resamples of the
+    test set (`stats`: `sentence_stats`): where the score of another test set of this size and
+    kind would likely fall."""
+    import numpy as np
+
+    scores = _scores_of(metric, resample_counts(len(stats), samples, seed) @ stats)  # (S,)
     low, high = np.percentile(scores, [2.5, 97.5])
     return float(low), float(high)
 
 
-def paired_bootstrap(metric, hyps: list[str], base_hyps: list[str], refs: list[list[str]], *,
-                     baseline: str, higher_is_better: bool, samples: int = BOOTSTRAP_SAMPLES,
+def paired_bootstrap(metric, sys_stats, base_stats, *, baseline: str, higher_is_better: bool,
+                     samples: int = BOOTSTRAP_SAMPLES,
                      seed: int = BOOTSTRAP_SEED) -> Significance:
     """Koehn's (2004) paired bootstrap: resample the test set with replacement `samples` times
     and count how often the system fails to beat the baseline on the same resample.
 
     sacreBLEU's own `PairedTest(test_type="bs")` is not used: it reports p = 0.001 for two
-    identical systems. Sentence statistics come from the metric's sufficient-statistics methods
-    (the ones sacreBLEU's significance module uses), so resampled corpus scores are exact.
+    identical systems. `sys_stats` and `base_stats` are the two systems' `sentence_stats`, so
+    resampled corpus scores are exact.
     """
     import numpy as np
 
-    sys_stats = np.asarray(metric._extract_corpus_statistics(hyps, refs), dtype=np.float64)
-    base_stats = np.asarray(metric._extract_corpus_statistics(base_hyps, refs), dtype=np.float64)
-    counts = resample_counts(len(hyps), samples, seed)  # (S, N)
+    counts = resample_counts(len(sys_stats), samples, seed)  # (S, N)
     sys_scores = _scores_of(metric, counts @ sys_stats)  # (S,)
     base_scores = _scores_of(metric, counts @ base_stats)  # (S,)
     sys_total = metric._compute_score_from_stats(sys_stats.sum(0).tolist()).score

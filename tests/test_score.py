@@ -327,11 +327,10 @@ def test_interval_is_the_central_95_percent_of_resampled_tokenized_scores(tmp_pa
     got = score.run(hyp, [ref], lowercase=True, moses_bleu=True, confidence=True).scores[0]
     metric = score._metric("bleu", lowercase=True, tokenized=True)
     tok = [tokenize_moses_like(h, lang="de") for h in hyps]
-    stats = np.asarray(metric._extract_corpus_statistics(
-        tok, [[tokenize_moses_like(r, lang="de") for r in refs]]), float)
+    tok_refs = [[tokenize_moses_like(r, lang="de") for r in refs]]
+    stats = np.asarray(metric._extract_corpus_statistics(tok, tok_refs), float)
     resampled = score._scores_of(metric, score.resample_counts(len(hyps)) @ stats)
     assert got.ci95 == tuple(np.percentile(resampled, [2.5, 97.5]))
     assert got.ci95 == score.run(hyp, [ref], lowercase=True, moses_bleu=True,
                                  confidence=True).scores[0].ci95
-    assert got.score == pytest.approx(metric.corpus_score(
-        tok, [[tokenize_moses_like(r, lang="de") for r in refs]]).score)
+    assert got.score == pytest.approx(metric.corpus_score(tok, tok_refs).score)
