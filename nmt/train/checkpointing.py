@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -25,7 +26,15 @@ from nmt.checkpoint import (
 from nmt.config import TRAINING_ONLY_FIELDS
 from nmt.errors import CheckpointError, ConfigError
 from nmt.train import rundir
-from nmt.train.session import Session, TrainState, rng_state, seed_everything, set_rng_state
+from nmt.train.report import LogWindow
+from nmt.train.session import (
+    Session,
+    TrainState,
+    check_rng_state,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from nmt.train.validate import score_validation, validate
 
 log = logging.getLogger(__name__)
@@ -54,7 +63,7 @@ def train_state_dict(sess: Session, state: TrainState, rngs: list[dict]) -> dict
     return {
         "step": state.step, "epoch": state.epoch, "batch_index": state.batch_index,
         "elapsed": state.elapsed, "best_score": state.best_score, "best_step": state.best_step,
-        "stale": state.stale, "bad_streak": state.bad_streak,
+        "stale": state.stale, "bad_streak": state.bad_streak, "window": state.window.to_dict(),
         "optimizer": state.optimizer.state_dict(), "scaler": state.scaler.state_dict(),
         "lr_schedule": sess.cfg.lr_schedule, "best_metric": sess.cfg.best_metric, "rng": rngs,
         "world_size": sess.world.size,
@@ -146,17 +155,20 @@ def resume(sess: Session, state: TrainState) -> Path | None:
     ckpt = load_checkpoint(path)
     load_weights(state.model, {k: v.to(sess.world.device) for k, v in ckpt.tensors.items()},
                  where=str(path))
-    saved = load_train_state(path)
+    saved = check_train_state(load_train_state(path), step=ckpt.step,
+                              where=str(path / TRAIN_STATE))
     try:
         state.optimizer.load_state_dict(saved["optimizer"])
+        check_moments(state.optimizer)
         state.scaler.load_state_dict(saved["scaler"])
         for name in ("step", "epoch", "batch_index", "elapsed", "best_score", "best_step",
                      "stale", "bad_streak"):
             setattr(state, name, saved[name])
-    except (KeyError, ValueError, RuntimeError) as exc:
+        state.window = LogWindow(**saved.get("window", {}))  # older checkpoints: a new window
+        restore_rngs(sess, saved)
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"training state does not fit ({exc})",
                               where=str(path / TRAIN_STATE)) from None
-    restore_rngs(sess, saved)
     warn_order_change(sess, saved)
     restart_best(sess, state, saved)
     state.saved_at = state.position
@@ -164,6 +176,70 @@ def resume(sess: Session, state: TrainState) -> Path | None:
         sess.metrics.truncate_after(state.step)
         repair_best(sess, state)
     return path
+
+
+def check_train_state(saved: Any, *, step: int, where: str) -> dict[str, Any]:
+    """train_state.pt's contents, checked for type and range before any of it is used: the
+    counters, the best score, the log window and every worker's RNG state. The optimizer's and
+    the loss scaler's dicts are checked by their own `load_state_dict`."""
+    def fail(what: str) -> CheckpointError:
+        return CheckpointError(f"training state: {what}", where=where)
+
+    def count(key: str, low: int = 0, value: Any = None) -> int:
+        value = saved.get(key) if value is None else value
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise fail(f"{key} must be an integer of at least {low}, not {value!r:.40}")
+        return value
+
+    def real(key: str, value: Any, *, finite: bool = True) -> None:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or (finite and not math.isfinite(value)):
+            raise fail(f"{key} must be a {'finite ' if finite else ''}number, not {value!r:.40}")
+
+    if not isinstance(saved, dict):
+        raise fail(f"expected a dict, not {type(saved).__name__}")
+    if count("step") != step:
+        raise fail(f"step {saved['step']} but the checkpoint is of step {step}")
+    count("epoch", 1), count("batch_index"), count("stale"), count("bad_streak")
+    count("world_size", 1)
+    real("elapsed", saved.get("elapsed"))
+    if saved.get("elapsed") < 0:
+        raise fail(f"elapsed must not be negative, not {saved['elapsed']!r}")
+    if saved.get("best_score") is not None:
+        real("best_score", saved["best_score"])
+    if saved.get("best_step") is not None and count("best_step") > step:
+        raise fail(f"best_step {saved['best_step']} is after the checkpoint's step {step}")
+    window = saved.get("window", {})  # absent before the window was saved
+    if not isinstance(window, dict) or set(window) - {"loss", "nll", "tokens"}:
+        raise fail(f"window must hold loss, nll and tokens, not {window!r:.60}")
+    for key in ("loss", "nll"):
+        real(f"window {key}", window.get(key, 0.0), finite=False)  # a skipped update: inf
+    count("window tokens", value=window.get("tokens", 0))
+    for key in ("optimizer", "scaler"):
+        if not isinstance(saved.get(key), dict):
+            raise fail(f"{key} must be a dict")
+    rngs = saved.get("rng")
+    if not isinstance(rngs, list) or not rngs:
+        raise fail("rng must be a list with one state per worker")
+    for rank, rng in enumerate(rngs):
+        problem = check_rng_state(rng)
+        if problem:
+            raise fail(f"rng of worker {rank}: {problem}")
+    return saved
+
+
+def check_moments(optimizer: torch.optim.Optimizer) -> None:
+    """Adam's loaded moments must have their parameters' shapes (`load_state_dict` does not
+    check, and a mismatch would only fail inside the first update)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if key != "step" and (not isinstance(value, torch.Tensor)
+                                      or value.shape != param.shape
+                                      or not value.is_floating_point()):
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
+                    raise ValueError(f"optimizer {key} {shape!r:.40} for a parameter of shape "
+                                     f"{tuple(param.shape)}")
 
 
 def init_weights(sess: Session, state: TrainState, path: Path) -> None:

@@ -108,40 +108,52 @@ def _record_step(line: str) -> float:
 
 
 @dataclass
-class Meter:
-    """Sums between two log records, and a smoothed rate for the live display."""
+class LogWindow:
+    """The sums behind the next "train" record. Part of the training state (checkpoints carry
+    it), so the first record after a resume covers the same updates as an uninterrupted run's."""
 
-    loss: float = 0.0
-    nll: float = 0.0
-    tokens: int = 0
-    steps: int = 0
+    loss: float = 0.0  # summed token losses (label-smoothed) since the last record
+    nll: float = 0.0  # summed token negative log-likelihoods since the last record
+    tokens: int = 0  # target tokens since the last record
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss, "nll": self.nll, "tokens": self.tokens}
+
+
+@dataclass
+class Meter:
+    """Rates for the live display and the records (this process only: not resumed)."""
+
+    tokens: int = 0  # target tokens since `since`
     since: float = field(default_factory=time.perf_counter)
     rate: float = 0.0  # updates per second, smoothed
     tok_rate: float = 0.0  # target tokens per second, smoothed
 
     def add(self, out: StepOutput, seconds: float) -> None:
-        self.loss += out.loss
-        self.nll += out.nll
         self.tokens += out.tokens
-        self.steps += 1
         alpha = 0.1 if self.rate else 1.0
         self.rate = (1 - alpha) * self.rate + alpha / max(seconds, 1e-9)
         self.tok_rate = (1 - alpha) * self.tok_rate + alpha * out.tokens / max(seconds, 1e-9)
 
     def record(self, state: TrainState, lr: float) -> dict[str, Any]:
+        """The "train" record of `state.window`; both start a new window."""
         seconds = max(time.perf_counter() - self.since, 1e-9)
-        n = max(self.tokens, 1)
-        rec = {"kind": "train", "step": state.step, "epoch": state.epoch, "loss": self.loss / n,
-               "nll": self.nll / n, "ppl": math.exp(min(self.nll / n, 100.0)), "lr": lr,
+        window = state.window
+        n = max(window.tokens, 1)
+        rec = {"kind": "train", "step": state.step, "epoch": state.epoch,
+               "loss": window.loss / n, "nll": window.nll / n,
+               "ppl": math.exp(min(window.nll / n, 100.0)), "lr": lr,
                "tokens_per_s": self.tokens / seconds, "time": state.elapsed}
-        self.loss = self.nll = 0.0
-        self.tokens = self.steps = 0
-        self.since = time.perf_counter()
+        state.window = LogWindow()
+        self.tokens, self.since = 0, time.perf_counter()
         return rec
 
 
 def report_step(sess: Session, state: TrainState, out: StepOutput, meter: Meter) -> None:
     """Rank 0: the live display every update, a metrics.jsonl record every `log_every`."""
+    window = state.window
+    window.loss, window.nll = window.loss + out.loss, window.nll + out.nll
+    window.tokens += out.tokens
     if sess.world.is_main:
         sess.reporter.progress(progress(sess, state, out, meter))
         if out.updated and state.step % sess.cfg.log_every == 0:

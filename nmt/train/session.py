@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from nmt.data import ParallelSplit, PreparedData, load_prepared
 from nmt.distributed import World
 from nmt.errors import ConfigError
 from nmt.train.config import TrainConfig
-from nmt.train.report import MetricsLog, Reporter
+from nmt.train.report import LogWindow, MetricsLog, Reporter
 from nmt.train.step import Objective, build_optimizer
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class TrainState:
     stale: int = 0  # validations since the best
     bad_streak: int = 0  # consecutive updates skipped for a non-finite loss
     saved_at: tuple[int, int, int] | None = None  # (step, epoch, batch_index) last checkpointed
+    window: LogWindow = field(default_factory=LogWindow)  # sums for the next metrics record
 
     @property
     def position(self) -> tuple[int, int, int]:
@@ -165,6 +166,37 @@ def rng_state(world: World) -> dict[str, Any]:
                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "python": random.getstate(),
     }
+
+
+def check_rng_state(saved: Any) -> str | None:
+    """What is wrong with a saved `rng_state` (read from disk), or None."""
+    if not isinstance(saved, dict):
+        return "not a dict"
+    for key in ("torch", "cuda"):
+        t = saved.get(key)
+        if (key == "torch" or t is not None) and not (
+                isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1):
+            return f"{key} must be a 1-D uint8 tensor"
+    if saved["torch"].numel() != torch.get_rng_state().numel():
+        return f"torch holds {saved['torch'].numel()} bytes, not a CPU generator's state"
+    n = saved.get("numpy")
+    if not (isinstance(n, dict) and isinstance(n.get("keys"), torch.Tensor)
+            and n["keys"].shape == (624,) and not n["keys"].is_floating_point()
+            and bool(((n["keys"] >= 0) & (n["keys"] < 2**32)).all())
+            and _int_in(n.get("pos"), 0, 624) and _int_in(n.get("has_gauss"), 0, 1)
+            and isinstance(n.get("gauss"), float)):
+        return "numpy must hold 624 32-bit keys, a position 0-624 and a Gaussian cache"
+    py = saved.get("python")
+    if not (isinstance(py, tuple | list) and len(py) == 3 and isinstance(py[0], int)
+            and isinstance(py[1], tuple | list) and len(py[1]) == 625
+            and all(_int_in(v, 0, 2**32 - 1) for v in py[1])
+            and (py[2] is None or isinstance(py[2], float))):
+        return "python must be random.getstate()'s (version, 625 words, Gaussian cache)"
+    return None
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def set_rng_state(saved: dict[str, Any], world: World) -> None:

@@ -22,6 +22,7 @@ from .support import (
     SMALL_MODEL,
     cli,
     cli_env,
+    one_line_error,
     read_metrics,
     small_run,
     wait_for_checkpoint,
@@ -161,3 +162,64 @@ def test_resume_refuses_other_data_or_architecture(tmp_path, toy_data, tiny_voca
     with pytest.raises(ConfigError, match="architecture.*d_model 32 -> 64"):
         train.main(data=toy_data, run=run, preset="tiny",
                    overrides=small_run(model={**SMALL_MODEL, "d_model": 64}))
+
+
+def test_the_first_record_after_a_resume_covers_the_updates_of_an_uninterrupted_run(
+        tmp_path, toy_data):
+    # records every 5 updates; the first run stops at 7, inside the window of record 10
+    straight = tmp_path / "straight"
+    train.main(data=toy_data, run=straight, preset="tiny",
+               overrides=small_run(max_steps=10, log_every=5, save_every=100))
+    resumed = tmp_path / "resumed"
+    for max_steps in (7, 10):
+        train.main(data=toy_data, run=resumed, preset="tiny",
+                   overrides=small_run(max_steps=max_steps, log_every=5, save_every=100))
+
+    def records(run):
+        return [{k: r[k] for k in ("step", "epoch", "loss", "nll", "lr")}
+                for r in read_metrics(run) if r["kind"] == "train"]
+
+    assert [r["step"] for r in records(straight)] == [5, 10]
+    assert records(resumed) == records(straight)
+
+
+def test_a_damaged_training_state_is_one_line_and_exit_2(tmp_path, toy_data):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"preset": "tiny", **small_run(max_steps=6, save_every=3)}))
+    run = tmp_path / "run"
+    first = CliRunner().invoke(app, ["train", str(toy_data), "--config", str(config),
+                                     "--run", str(run), "--max-steps", "3"])
+    assert first.exit_code == 0, first.output
+    state_file = list_checkpoints(run)[-1][1] / "train_state.pt"
+    good = load_train_state(state_file.parent)
+    assert good["window"]["tokens"] == 0  # a record at every update (log_every 1)
+
+    def rng(**changes):
+        return [{**good["rng"][0], **changes}]
+
+    moments = {k: dict(v) for k, v in good["optimizer"]["state"].items()}
+    moments[0]["exp_avg"] = torch.zeros(3)
+    cases = [
+        ({"step": "3"}, "step must be an integer"),
+        ({"step": 2}, "step 2 but the checkpoint is of step 3"),
+        ({"epoch": 0}, "epoch must be an integer of at least 1"),
+        ({"elapsed": float("nan")}, "elapsed must be a finite number"),
+        ({"best_step": 9}, "best_step 9 is after"),
+        ({"window": {"loss": 1.0, "nll": 1.0, "tokens": -4}}, "window tokens"),
+        ({"rng": []}, "rng must be a list"),
+        ({"rng": rng(torch=torch.zeros(7, dtype=torch.uint8))}, "not a CPU generator's state"),
+        ({"rng": rng(python=(3, (1, 2), None))}, "rng of worker 0: python"),
+        ({"optimizer": {**good["optimizer"], "state": moments}},
+         "optimizer exp_avg (3,) for a parameter of shape"),
+    ]
+    resume = ["train", str(toy_data), "--config", str(config), "--run", str(run)]
+    for change, message in cases:
+        torch.save({**good, **change}, state_file)
+        result = CliRunner().invoke(app, resume)
+        assert result.exit_code == 2, (change, result.output)
+        line = one_line_error(result.output)
+        assert message in line and "train_state.pt" in line, (change, line)
+    torch.save(good, state_file)  # the intact state resumes
+    result = CliRunner().invoke(app, resume)
+    assert result.exit_code == 0, result.output
+    assert list_checkpoints(run)[-1][0] == 6
