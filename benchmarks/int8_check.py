@@ -3,6 +3,10 @@ quantizing the (embedding-tied) output projection does.
 
     python benchmarks/int8_check.py --checkpoint CKPT --threads 1 --repeat 2
     python benchmarks/int8_check.py --checkpoint CKPT --newstest --limit 300
+    python benchmarks/int8_check.py --checkpoint CKPT --src SRC --ref REF --tokenized-lc
+
+BLEU is sacreBLEU's default; with --tokenized-lc it is `nmt score --lowercase --moses-bleu`
+(for models trained on lowercased, Moses-tokenized text, as the Multi30k reference recipe's).
 
 Variants, alternated and timed in CPU seconds of this process (model loading excluded; at one
 thread the work done, whatever else a shared machine runs), best of --repeat:
@@ -16,16 +20,17 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import sacrebleu
 import torch
 
-from nmt import translate
+from nmt import score, translate
 from nmt.search import SearchConfig
 
-SHARED = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the repo
 
 
 def keep_output(model: torch.nn.Module) -> torch.nn.Module:
@@ -40,7 +45,7 @@ def keep_output(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
-def run(ckpt: Path, lines: list[str], variant: str, beam: int, threads: int):
+def run(ckpt: Path, lines: list[str], variant: str, beam: int, alpha: float, threads: int):
     # swapped where `load_models` looks it up (nmt.translate.models), not on the package
     original = translate.models.quantize_int8
     if variant == "int8-keep-output":
@@ -50,7 +55,7 @@ def run(ckpt: Path, lines: list[str], variant: str, beam: int, threads: int):
         config = translate.TranslateConfig(
             checkpoints=(ckpt,), device="cpu", threads=threads,
             precision="fp32" if variant == "fp32" else "int8",
-            search=SearchConfig(beam=beam, alpha=0.6, lenpen_style="fairseq"))
+            search=SearchConfig(beam=beam, alpha=alpha, lenpen_style="fairseq"))
         data = io.BytesIO(("\n".join(lines) + "\n").encode())
         t = time.process_time()
         translate.run(config, stdin=io.BytesIO(b"\n"), stdout=io.StringIO())  # the loader
@@ -62,21 +67,38 @@ def run(ckpt: Path, lines: list[str], variant: str, beam: int, threads: int):
         translate.models.quantize_int8 = original
 
 
+def bleu(hyps: list[str], refs: list[str], ref_path: Path, tokenized_lc: bool) -> float:
+    if not tokenized_lc:
+        return sacrebleu.corpus_bleu(hyps, [refs]).score
+    with tempfile.TemporaryDirectory() as tmp:  # nmt score reads files; --limit cuts the refs
+        hyp, ref = Path(tmp) / "hyp", Path(tmp) / f"ref{ref_path.suffix}"  # suffix: language
+        hyp.write_text("".join(line + "\n" for line in hyps), encoding="utf-8")
+        ref.write_text("".join(line + "\n" for line in refs), encoding="utf-8")
+        report = score.run(hyp, [ref], lowercase=True, moses_bleu=True)
+    return report.scores[0].score
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--newstest", action="store_true")
+    parser.add_argument("--src", type=Path, help="source lines (default: Multi30k test 2016)")
+    parser.add_argument("--ref", type=Path, help="reference lines (default: SRC with .de)")
+    parser.add_argument("--tokenized-lc", action="store_true",
+                        help="score as nmt score --lowercase --moses-bleu")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 1])
+    parser.add_argument("--alpha", type=float, default=0.6, help="fairseq-style length penalty")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--variants", nargs="+",
                         default=["fp32", "int8", "int8-keep-output"])
     args = parser.parse_args(argv)
-    src = (SHARED / "wmt" / "newstest2014.en" if args.newstest
-           else SHARED / "multi30k" / "test_2016_flickr.en")
+    src = args.src or (SHARED / "wmt" / "newstest2014.en" if args.newstest
+                       else SHARED / "multi30k" / "test_2016_flickr.en")
+    ref_path = args.ref or src.with_suffix(".de")
     lines = src.read_text(encoding="utf-8").splitlines()[:args.limit]
-    refs = src.with_suffix(".de").read_text(encoding="utf-8").splitlines()[:args.limit]
+    refs = ref_path.read_text(encoding="utf-8").splitlines()[:args.limit]
     print(f"{src.name}, {len(lines)} lines, {args.checkpoint}, {args.threads} thread(s), "
           f"CPU seconds, best of {args.repeat}\n")
     print("| variant | beam | CPU s | tokens/s | vs fp32 | BLEU | BLEU - fp32 | lines = fp32 |")
@@ -85,18 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         best: dict[str, tuple] = {}
         for _ in range(args.repeat):
             for v in args.variants:
-                r = run(args.checkpoint, lines, v, beam, args.threads)
+                r = run(args.checkpoint, lines, v, beam, args.alpha, args.threads)
                 if v not in best or r[0] < best[v][0]:
                     best[v] = r
         base_s, base_tok, base_out = best["fp32"]
-        base_bleu = sacrebleu.corpus_bleu(base_out, [refs]).score
+        base_bleu = bleu(base_out, refs, ref_path, args.tokenized_lc)
         for v in args.variants:
             secs, tok, out = best[v]
-            bleu = sacrebleu.corpus_bleu(out, [refs]).score
+            v_bleu = bleu(out, refs, ref_path, args.tokenized_lc)
             same = sum(a == b for a, b in zip(out, base_out, strict=True)) / len(lines)
             print(f"| {v} | {beam} | {secs:.2f} | {tok / secs:,.0f} | "
-                  f"{(tok / secs) / (base_tok / base_s):.2f}x | {bleu:.2f} | "
-                  f"{bleu - base_bleu:+.2f} | {100 * same:.0f} % |", flush=True)
+                  f"{(tok / secs) / (base_tok / base_s):.2f}x | {v_bleu:.2f} | "
+                  f"{v_bleu - base_bleu:+.2f} | {100 * same:.0f} % |", flush=True)
     return 0
 
 
