@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import toy_pairs
 
-from nmt import corpora, prepare
+from nmt import corpora, hf_datasets, prepare
 from nmt.cli import app
 from nmt.data import load_prepared
 from nmt.errors import DataError
@@ -49,6 +49,33 @@ def test_a_parquet_file_without_the_languages_is_one_line(tmp_path):
     with pytest.raises(DataError, match="has no de") as err:
         prepare.run(config(tmp_path / "out", files, cache_dir=tmp_path / "cache"))
     assert "\n" not in str(err.value) and "train.parquet" in str(err.value)
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"translation": {"en": 5, "de": "x"}}, "'translation' column's en holds int64 values"),
+    ({"translation": "x"}, "'translation' column holds string values, not {language: text}"),
+    ({"en": ["a"], "de": "b"}, "its 'en' column holds [A-Za-z]+, not text"),
+])
+def test_a_data_file_whose_text_is_not_text_is_one_line(tmp_path, capfd, row, message):
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    valid = write_parquet(tmp_path / "valid.parquet", toy_pairs()[:5])
+    with pytest.raises(DataError, match=message) as err:
+        prepare.run(config(tmp_path / "out", {"train": train, "valid": valid},
+                           cache_dir=tmp_path / "cache"))
+    assert "\n" not in str(err.value) and "train.jsonl" in str(err.value)
+    assert "Generating" not in capfd.readouterr().err  # `datasets` kept its progress bars
+
+
+def test_a_damaged_parquet_file_is_nmts_one_line_alone(tmp_path, capfd, caplog):
+    train = tmp_path / "train.parquet"
+    train.write_bytes(b"PAR1 not really a parquet file")
+    valid = write_parquet(tmp_path / "valid.parquet", toy_pairs()[:5])
+    with pytest.raises(DataError, match="`datasets` cannot load it"):
+        prepare.run(config(tmp_path / "out", {"train": train, "valid": valid},
+                           cache_dir=tmp_path / "cache"))
+    assert not [r for r in caplog.records if r.name.startswith("datasets")]
+    assert "Generating" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["wmt14-en-de", "multi30k-en-de"])
@@ -114,7 +141,7 @@ def test_sample_corpus_needs_no_download(tmp_path):
 
 def test_unresolvable_hub_fails_fast(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(corpora, "_hub_resolvable", lambda: False)
+    monkeypatch.setattr(hf_datasets, "_hub_resolvable", lambda: False)
     with pytest.raises(DataError, match="cannot resolve huggingface.co.*nmt prepare local"):
         prepare.run(prepare.PrepareConfig(corpus="wmt14-en-de", out=tmp_path / "w", workers=1))
     assert not (tmp_path / "w").exists()
