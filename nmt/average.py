@@ -25,6 +25,7 @@ from nmt.checkpoint import (
     VOCAB,
     WEIGHTS,
     check_checkpoint_dir,
+    check_tensors,
     list_checkpoints,
     read_config,
     read_meta,
@@ -275,6 +276,7 @@ def average_tensors(files: list[Path]) -> dict[str, Tensor]:
                 _check_same_tensors(files[0], file, shapes, handle, keys)
             for key in sorted(keys):
                 tensor = handle.get_tensor(key)
+                check_tensors({key: tensor}, where=str(file))
                 if index == 0:
                     dtypes[key] = tensor.dtype
                     sums[key] = tensor.to(torch.float64)  # a fresh copy: safe to add into
@@ -288,6 +290,7 @@ def average_tensors(files: list[Path]) -> dict[str, Tensor]:
 def _open(file: Path):
     from safetensors import SafetensorError, safe_open
 
+    files.check_readable(file)
     try:
         return safe_open(str(file), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -189,8 +189,8 @@ def read_meta(path: Path) -> dict[str, Any]:
             where=where)
     for key in ("step", "epoch"):
         value = meta.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise CheckpointError(f"{key} must be a non-negative integer, not {value!r}",
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
+            raise CheckpointError(f"{key} must be an integer in [0, 2^62), not {value!r:.40}",
                                   where=where)
     if not isinstance(meta.get("epoch_end", False), bool):
         raise CheckpointError(f"epoch_end must be true or false, not {meta['epoch_end']!r}",
@@ -200,8 +200,44 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"vocab_sha256 is not a sha256 digest: {digest!r}", where=where)
     for key in ("data", "valid"):
         if key in meta and not isinstance(meta[key], dict | None):
-            raise CheckpointError(f"{key} must be an object, not {meta[key]!r}", where=where)
+            raise CheckpointError(f"{key} must be an object, not {meta[key]!r:.40}", where=where)
+    named = STEP_DIR.match(Path(path).name)
+    if named and int(named.group(1)) != meta.get("step", 0):
+        raise CheckpointError(f"step {meta.get('step', 0)} in a directory named for step "
+                              f"{int(named.group(1))}", where=where)
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(problem, where=where)
     return meta
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with meta.json's descriptive fields (shown by `nmt info`, copied by
+    `nmt average`), or None."""
+    def text(value: Any) -> bool:
+        return value is None or isinstance(value, str)
+
+    def number(value: Any) -> bool:
+        return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+    for key in ("preset", "nmt_version"):
+        if not text(meta.get(key)):
+            return f"{key} must be a string, not {meta[key]!r:.40}"
+    data = meta.get("data") or {}
+    for key in ("name", "src_lang", "tgt_lang", "content_hash"):
+        if not text(data.get(key)):
+            return f"data.{key} must be a string, not {data[key]!r:.40}"
+    if not isinstance(data.get("text", {}), dict):
+        return f"data.text must be an object, not {data['text']!r:.40}"
+    valid = meta.get("valid") or {}
+    for key in ("loss", "nll", "ppl", "bleu"):
+        if not number(valid.get(key)):
+            return f"valid.{key} must be a number, not {valid[key]!r:.40}"
+    averaged = meta.get("averaged_from")
+    if averaged is not None and not (isinstance(averaged, list)
+                                     and all(isinstance(a, str) for a in averaged)):
+        return f"averaged_from must be a list of checkpoint names, not {averaged!r:.40}"
+    return None
 
 
 def read_config(path: Path) -> ModelConfig:
@@ -223,17 +259,36 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Checkpoi
         vocab = Vocabulary.from_file(path / VOCAB)
     except DataError as exc:
         raise CheckpointError(str(exc).split(": ", 1)[-1], where=str(path / VOCAB)) from None
+    files.check_readable(path / WEIGHTS)
     try:
         tensors = load_file(str(path / WEIGHTS), device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"truncated or corrupt weights ({exc})",
                               where=str(path / WEIGHTS)) from None
+    check_tensors(tensors, where=str(path / WEIGHTS))
     if len(vocab) != config.vocab_size:
         raise CheckpointError(
             f"vocabulary has {len(vocab)} pieces but the model expects {config.vocab_size}",
             where=str(path))
+    ids = {"pad_id": (config.pad_id, vocab.pad_id), "bos_id": (config.bos_id, vocab.bos_id),
+           "eos_id": (config.eos_id, vocab.eos_id)}
+    differ = [f"{k} {ours} (spm.model: {theirs})" for k, (ours, theirs) in ids.items()
+              if ours != theirs]
+    if differ:
+        raise CheckpointError(f"special ids differ from the vocabulary's: {', '.join(differ)}",
+                              where=str(path / CONFIG))
     check_vocab_hash(path, meta, vocab)
     return Checkpoint(path=path, config=config, vocab=vocab, tensors=tensors, meta=meta)
+
+
+def check_tensors(tensors: dict[str, Tensor], *, where: str) -> None:
+    """Weights must be floating point and finite (a NaN would only show as empty output)."""
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{name} is {str(tensor.dtype).removeprefix('torch.')}, not "
+                                  "floating point", where=where)
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{name} holds NaN or infinite values", where=where)
 
 
 def check_vocab_hash(path: Path, meta: dict[str, Any], vocab: Vocabulary) -> None:

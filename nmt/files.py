@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from nmt.errors import NmtError
+from nmt.errors import DataError, NmtError
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 
@@ -177,6 +177,26 @@ def _written(tmp: Path) -> int | None:
         return tmp.stat().st_size or None
     except OSError:
         return None
+
+
+def check_readable(path: str | os.PathLike) -> None:
+    """Open and close `path`, so that a library which reports every open error alike
+    (safetensors: "no such file") is not the one to say why it cannot be read."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise os_failure(exc, path) from None
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 file's text; not UTF-8 or unreadable is a one-line error naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not UTF-8 text (byte {exc.start})", where=str(path)) from None
+    except OSError as exc:
+        raise os_failure(exc, path) from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -154,14 +154,87 @@ def test_a_damaged_config_is_refused_by_name(tmp_path, tiny_model, tiny_vocab, f
     assert "config.json" in str(info.value)
 
 
-@pytest.mark.parametrize("step", ["12", 1.5, -1, True, None])
+@pytest.mark.parametrize("step", ["12", 1.5, -1, True, None, 10**30])
 def test_a_step_that_is_not_a_count_is_refused(tmp_path, tiny_model, tiny_vocab, step):
     path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
     meta = json.loads((path / "meta.json").read_text())
     meta["step"] = step
     (path / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="step must be a non-negative integer"):
+    with pytest.raises(CheckpointError, match=r"step must be an integer in \[0, 2\^62\)"):
         load_checkpoint(path)
+
+
+def test_a_step_directory_holds_its_own_step(tmp_path, tiny_model, tiny_vocab):
+    path = save_checkpoint(tmp_path / checkpoint_name(42), tiny_model, tiny_vocab, META)
+    assert load_checkpoint(path).step == 42
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, "step": 99999}))
+    with pytest.raises(CheckpointError, match="step 99999 in a directory named for step 42"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"averaged_from": 5}, "averaged_from must be a list of checkpoint names"),
+    ({"averaged_from": ["step-1", None]}, "averaged_from must be a list"),
+    ({"data": {"name": 5}}, "data.name must be a string"),
+    ({"data": {"content_hash": [1]}}, "data.content_hash must be a string"),
+    ({"data": {"text": 5}}, "data.text must be an object"),
+    ({"valid": {"bleu": "high"}}, "valid.bleu must be a number"),
+    ({"nmt_version": [1]}, "nmt_version must be a string"),
+])
+def test_descriptive_meta_fields_are_checked(tmp_path, tiny_model, tiny_vocab, change, message):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert "meta.json" in str(info.value)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda t: t * float("nan"), "holds NaN or infinite values"),
+    (lambda t: t.index_fill(0, torch.tensor([0]), float("inf")), "holds NaN or infinite"),
+    (lambda t: t.to(torch.int64), "is int64, not floating point"),
+])
+def test_weights_must_be_finite_floats(tmp_path, tiny_model, tiny_vocab, damage, message):
+    from safetensors.torch import load_file, save_file
+
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    tensors = load_file(str(path / "model.safetensors"))
+    name = sorted(tensors)[0]
+    save_file({**tensors, name: damage(tensors[name])}, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert name in str(info.value) and "model.safetensors" in str(info.value)
+
+
+def test_special_ids_must_be_the_vocabularys(tmp_path, tiny_model, tiny_vocab):
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+    config = json.loads((path / "config.json").read_text())
+    bos, eos = config["bos_id"], config["eos_id"]
+    (path / "config.json").write_text(json.dumps({**config, "bos_id": eos, "eos_id": bos}))
+    with pytest.raises(CheckpointError, match="special ids differ from the vocabulary's: "
+                                              f"bos_id {eos} \\(spm.model: {bos}\\)"):
+        load_checkpoint(path)
+
+
+def test_weights_that_cannot_be_opened_say_why(tmp_path, tiny_model, tiny_vocab, monkeypatch):
+    import builtins
+    import errno
+
+    from nmt import files
+
+    path = save_checkpoint(tmp_path / "ck", tiny_model, tiny_vocab, META)
+
+    def refuse(file, *args, **kwargs):  # what chmod 000 does to a user other than root
+        if str(file).endswith("model.safetensors"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", refuse, raising=False)
+    with pytest.raises(files.FileSystemError) as info:
+        load_checkpoint(path)
+    assert "permission denied" in str(info.value) and "model.safetensors" in str(info.value)
 
 
 @pytest.mark.parametrize("flag", ["yes", 1, None])

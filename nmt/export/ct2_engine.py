@@ -46,6 +46,13 @@ class CTranslate2Engine:
                                   "OUT_DIR`", where=str(root))
         self.config = ModelConfig.from_dict(read_export_meta(root)["config"])
         self.vocab = Vocabulary.from_file(root / SPM)
+        cfg, vocab = self.config, self.vocab
+        if (len(vocab), cfg.pad_id, cfg.bos_id, cfg.eos_id) != (
+                cfg.vocab_size, vocab.pad_id, vocab.bos_id, vocab.eos_id):
+            raise CheckpointError(
+                f"its config (vocab_size {cfg.vocab_size}, pad/bos/eos {cfg.pad_id}/{cfg.bos_id}/"
+                f"{cfg.eos_id}) does not fit {SPM} ({len(vocab)} pieces, "
+                f"{vocab.pad_id}/{vocab.bos_id}/{vocab.eos_id})", where=str(root))
         try:
             self.translator = ctranslate2.Translator(str(root), device=device,
                                                      compute_type=compute_type,

@@ -19,6 +19,7 @@ from typing import Any
 
 from nmt import __version__, files
 from nmt.checkpoint import Checkpoint
+from nmt.config import ModelConfig
 from nmt.errors import CheckpointError, ConfigError
 from nmt.vocab import SPM_FILE
 
@@ -87,6 +88,13 @@ def read_export_meta(model_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"not an nmt export ({EXPORT_META}: {exc})",
                               where=str(model_dir)) from None
-    if not isinstance(meta, dict) or "config" not in meta:
-        raise CheckpointError(f"not an nmt export (bad {EXPORT_META})", where=str(model_dir))
+    where = str(model_dir / EXPORT_META)
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError("not an nmt export (no config object)", where=where)
+    if not isinstance(meta.get("checkpoint_meta", {}), dict):
+        raise CheckpointError("checkpoint_meta must be an object", where=where)
+    try:
+        ModelConfig.from_dict(meta["config"])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"invalid model config ({exc})", where=where) from None
     return meta

@@ -42,6 +42,26 @@ def test_translate_ctranslate2_rejects_a_directory_that_is_not_an_export(ct2, tr
         export.translate_ctranslate2(ckpt, ["a man"])
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.update(config=None), "nmt_export.json: not an nmt export"),
+    (lambda m: m["config"].update(max_positions=-3), "nmt_export.json: invalid model config"),
+    (lambda m: m.update(checkpoint_meta=[1]), "checkpoint_meta must be an object"),
+    (lambda m: m["config"].update(eos_id=m["config"]["bos_id"] + 7),
+     "does not fit spm.model"),
+])
+def test_a_damaged_export_description_is_one_line(ct2, trained, tmp_path, change, message):
+    import json
+
+    _, ckpt = trained
+    out = export.run(ckpt, tmp_path / "ct2", to="ctranslate2")
+    meta = json.loads((out / export.EXPORT_META).read_text())
+    change(meta)
+    (out / export.EXPORT_META).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=message) as info:
+        export.translate_ctranslate2(out, ["a man"])
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.slow
 def test_ctranslate2_bleu_on_multi30k_matches_nmt_translate(ct2, shared_data, tmp_path):
     """`nmt translate` (greedy) and the CTranslate2 export on the 1,000-line test set."""
