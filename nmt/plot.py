@@ -51,7 +51,8 @@ def read_run(run: Path, name: str | None = None) -> RunCurves:
     """The train and valid records of `run`/metrics.jsonl; a torn last line is skipped."""
     path = rundir.metrics_path(Path(run))
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # a line with bytes that are not UTF-8 is damaged: it fails to parse and is skipped
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         raise DataError(f"no {rundir.METRICS}: not a run directory of `nmt train`",
                         where=str(run)) from None
@@ -63,8 +64,10 @@ def read_run(run: Path, name: str | None = None) -> RunCurves:
             continue
         try:
             record = json.loads(line)
-            kind, step = record["kind"], int(record["step"])
-        except (ValueError, KeyError, TypeError):
+            kind, step = record["kind"], record["step"]
+            if not _is_record(record):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("%s:%d: not a metrics record, skipped", path, number)
             continue
         if kind in ("train", "valid"):
@@ -75,6 +78,17 @@ def read_run(run: Path, name: str | None = None) -> RunCurves:
     curves.train.sort(key=lambda r: r["step"])
     curves.valid.sort(key=lambda r: r["step"])
     return curves
+
+
+def _is_record(record: dict) -> bool:
+    """A step of 0 or more, and every field a panel or an axis reads a number (or null)."""
+    step = record["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return False
+    read = {name for _, fields, _ in PANELS for _, name in fields} | {"time", "epoch"}
+    return all(record.get(name) is None
+               or (isinstance(record[name], int | float) and not isinstance(record[name], bool))
+               for name in read)
 
 
 def _labels(runs: Sequence[Path]) -> list[str]:

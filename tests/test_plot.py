@@ -65,3 +65,18 @@ def test_bad_runs_are_one_line_errors(tmp_path):
     run = _write_run(tmp_path / "r", valid=False)
     result = runner.invoke(app, ["plot", str(run), "--x", "epoch"])
     assert result.exit_code == 2 and "'epoch' is not one of 'step', 'time'" in result.output
+
+
+def test_damaged_records_are_skipped_with_a_warning(tmp_path, caplog):
+    run = _write_run(tmp_path / "r", valid=True)
+    good = plot.read_run(run)
+    damaged = [b"\xff\xfe not UTF-8\n",
+               json.dumps({"kind": "train", "step": -5, "loss": 1.0}).encode() + b"\n",
+               json.dumps({"kind": "train", "step": 7, "tokens_per_s": "fast"}).encode() + b"\n",
+               json.dumps({"kind": "valid", "step": 8, "bleu": "x"}).encode() + b"\n",
+               json.dumps({"kind": "train", "step": True}).encode() + b"\n"]
+    with open(run / rundir.METRICS, "ab") as f:
+        f.write(b"".join(damaged))
+    again = plot.read_run(run)
+    assert again.train == good.train and again.valid == good.valid
+    assert sum("not a metrics record, skipped" in r.message for r in caplog.records) == 5

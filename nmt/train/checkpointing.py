@@ -159,7 +159,7 @@ def resume(sess: Session, state: TrainState) -> Path | None:
                               where=str(path / TRAIN_STATE))
     try:
         state.optimizer.load_state_dict(saved["optimizer"])
-        check_moments(state.optimizer)
+        check_optimizer(state.optimizer)
         state.scaler.load_state_dict(saved["scaler"])
         for name in ("step", "epoch", "batch_index", "elapsed", "best_score", "best_step",
                      "stale", "bad_streak"):
@@ -228,18 +228,30 @@ def check_train_state(saved: Any, *, step: int, where: str) -> dict[str, Any]:
     return saved
 
 
-def check_moments(optimizer: torch.optim.Optimizer) -> None:
-    """Adam's loaded moments must have their parameters' shapes (`load_state_dict` does not
-    check, and a mismatch would only fail inside the first update)."""
+def check_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Adam's loaded state, which `load_state_dict` takes as it comes: every group's settings
+    in range, every moment finite and of its parameter's shape (a bad one would only show as
+    non-finite losses, or an error inside the first update)."""
     for group in optimizer.param_groups:
+        betas, numbers = group.get("betas"), [group.get(k) for k in ("lr", "eps", "weight_decay")]
+        if not (all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in numbers)
+                and group["eps"] > 0 and isinstance(betas, tuple | list) and len(betas) == 2
+                and all(isinstance(b, float) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"optimizer settings out of range (lr {group.get('lr')!r:.20}, "
+                             f"betas {betas!r:.30}, eps {group.get('eps')!r:.20}, "
+                             f"weight_decay {group.get('weight_decay')!r:.20})")
         for param in group["params"]:
             for key, value in optimizer.state.get(param, {}).items():
-                if key != "step" and (not isinstance(value, torch.Tensor)
-                                      or value.shape != param.shape
-                                      or not value.is_floating_point()):
+                if key == "step":
+                    bad = not isinstance(value, torch.Tensor) or value.numel() != 1 or value < 0
+                else:
+                    bad = (not isinstance(value, torch.Tensor) or value.shape != param.shape
+                           or not value.is_floating_point() or not bool(value.isfinite().all())
+                           or (key == "exp_avg_sq" and bool((value < 0).any())))
+                if bad:
                     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
                     raise ValueError(f"optimizer {key} {shape!r:.40} for a parameter of shape "
-                                     f"{tuple(param.shape)}")
+                                     f"{tuple(param.shape)} (or not finite, or negative)")
 
 
 def init_weights(sess: Session, state: TrainState, path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -64,13 +65,7 @@ class TrainConfig:
     init_from: str | None = None  # a new run starts from this checkpoint's weights (fine-tuning)
 
     def __post_init__(self) -> None:
-        positive = ("batch_tokens", "max_steps", "warmup", "save_every", "keep_last",
-                    "log_every", "max_bad_steps", "max_tokens_per_gpu", "update_freq",
-                    "max_epochs", "patience")
-        for name in positive:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, not {value}")
+        # Read from disk (--config, a run's train_config.json): type and range of every field.
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; "
                               f"choose {', '.join(PRECISIONS)}")
@@ -82,6 +77,24 @@ class TrainConfig:
         if self.lr_schedule not in SCHEDULES:
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r}; "
                               f"choose {', '.join(SCHEDULES)}")
+        for f in dataclasses.fields(self):
+            _check_type(self, f.name, f.type)
+        if not isinstance(self.model, ModelConfig):
+            raise ConfigError(f"model must be an object of model fields, not {self.model!r:.40}")
+        positive = ("batch_tokens", "max_steps", "warmup", "save_every", "keep_last",
+                    "log_every", "max_bad_steps", "max_tokens_per_gpu", "update_freq",
+                    "max_epochs", "patience")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be in [0, 2^63), not {self.seed}")
+        for name in ("weight_decay", "clip_norm", "warmup_init_lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more, not {getattr(self, name)}")
+        if self.adam_eps <= 0:
+            raise ConfigError(f"adam_eps must be positive, not {self.adam_eps}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing {self.label_smoothing} is outside [0, 1)")
         if self.lr is not None and self.lr <= 0:
@@ -95,6 +108,26 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         out["adam_betas"] = list(self.adam_betas)
         return out
+
+
+_KINDS = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _check_type(cfg: TrainConfig, name: str, annotation: str) -> None:
+    """One field of `cfg` against its annotation ("int", "float | None", ...): the right type,
+    an int where a float goes made a float, floats finite."""
+    kind = _KINDS.get(annotation.removesuffix(" | None"))
+    value = getattr(cfg, name)
+    if kind is None or (value is None and annotation.endswith(" | None")):
+        return  # model and adam_betas: checked by their own code
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+        object.__setattr__(cfg, name, value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        words = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+        raise ConfigError(f"{name} must be {words[kind]}, not {value!r:.40}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, not {value}")
 
 
 # --- recipes -------------------------------------------------------------------------------------
@@ -142,18 +175,22 @@ def apply_overrides(cfg: TrainConfig, values: dict[str, Any], *, where: str | No
     model flags (`dropout`)."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = dict(values)
-    model_values = dict(values.pop("model", None) or {})
+    model_values = values.pop("model", {})
+    if not isinstance(model_values, dict):
+        raise ConfigError(f"model must be an object of model fields, not {model_values!r:.40}",
+                          where=where)
+    model_values = dict(model_values)
     for name in MODEL_FLAGS:
         if name in values:
             model_values[name] = values.pop(name)
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ConfigError(f"unknown training config fields: {', '.join(unknown)}", where=where)
-    if isinstance(values.get("max_time"), str):
-        values["max_time"] = parse_duration(values["max_time"])
-    if "adam_betas" in values:
-        values["adam_betas"] = parse_betas(values["adam_betas"], where=where)
     try:
+        if isinstance(values.get("max_time"), str):
+            values["max_time"] = parse_duration(values["max_time"])
+        if "adam_betas" in values:
+            values["adam_betas"] = parse_betas(values["adam_betas"])
         model = ModelConfig.from_dict({**cfg.model.to_dict(), **model_values})
         return dataclasses.replace(cfg, **values, model=model)
     except TypeError as exc:
@@ -172,6 +209,8 @@ def load_config(path: str | os.PathLike) -> TrainConfig:
         raise ConfigError(f"cannot read config ({exc.strerror})", where=str(path)) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"invalid JSON ({exc.msg})", where=f"{path}:{exc.lineno}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", where=str(path)) from None
     if not isinstance(values, dict):
         raise ConfigError("expected a JSON object", where=str(path))
     base_cfg = recipe(str(values.get("preset", "base")))

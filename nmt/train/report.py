@@ -77,7 +77,8 @@ class MetricsLog:
         """Drop records a killed run wrote after the checkpoint it resumes from."""
         if not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+        text = self.path.read_text(encoding="utf-8", errors="replace")  # damaged: dropped
+        kept = [line for line in text.splitlines()
                 if _record_step(line) <= step]
         files.write_text(self.path, "".join(line + "\n" for line in kept))
 

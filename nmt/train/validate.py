@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nmt import batching
+from nmt import batching, files
 from nmt.loss import smoothed_loss
 from nmt.train.session import Session, TrainState
 
@@ -91,7 +91,7 @@ def validation_references(sess: Session, n: int) -> list[str]:
     """The raw references when prepared data kept them, else the detokenized target ids."""
     raw = sess.data.raw_path("valid", sess.data.tgt_lang)
     if raw.is_file():
-        lines = raw.read_text(encoding="utf-8").split("\n")
+        lines = files.read_text(raw).split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         if len(lines) == len(sess.valid):

@@ -199,6 +199,13 @@ def test_a_damaged_training_state_is_one_line_and_exit_2(tmp_path, toy_data):
 
     moments = {k: dict(v) for k, v in good["optimizer"]["state"].items()}
     moments[0]["exp_avg"] = torch.zeros(3)
+    negative = {k: dict(v) for k, v in good["optimizer"]["state"].items()}
+    negative[0]["exp_avg_sq"] = -negative[0]["exp_avg_sq"] - 1
+
+    def group(**changes):
+        return {**good["optimizer"], "param_groups": [{**good["optimizer"]["param_groups"][0],
+                                                       **changes}]}
+
     cases = [
         ({"step": "3"}, "step must be an integer"),
         ({"step": 2}, "step 2 but the checkpoint is of step 3"),
@@ -211,6 +218,10 @@ def test_a_damaged_training_state_is_one_line_and_exit_2(tmp_path, toy_data):
         ({"rng": rng(python=(3, (1, 2), None))}, "rng of worker 0: python"),
         ({"optimizer": {**good["optimizer"], "state": moments}},
          "optimizer exp_avg (3,) for a parameter of shape"),
+        ({"optimizer": {**good["optimizer"], "state": negative}}, "optimizer exp_avg_sq"),
+        ({"optimizer": group(eps=-1.0)}, "optimizer settings out of range"),
+        ({"optimizer": group(lr=float("nan"))}, "optimizer settings out of range"),
+        ({"optimizer": group(betas=(5.0, 5.0))}, "optimizer settings out of range"),
     ]
     resume = ["train", str(toy_data), "--config", str(config), "--run", str(run)]
     for change, message in cases:

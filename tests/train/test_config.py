@@ -51,3 +51,45 @@ def test_config_errors_name_the_file_and_line(tmp_path):
         with pytest.raises(ConfigError,
                            match=r"bad\.json: unknown init .* xavier, fairseq, fairseq-0\.9"):
             train.load_config(bad)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("seed", "x", "seed must be an integer, not 'x'"),
+    ("seed", -1, r"seed must be in \[0, 2\^63\)"),
+    ("max_steps", 1.5, "max_steps must be an integer"),
+    ("keep_last", True, "keep_last must be an integer"),
+    ("lr", float("nan"), "lr must be a finite number"),
+    ("adam_eps", float("inf"), "adam_eps must be a finite number"),
+    ("adam_eps", -1.0, "adam_eps must be positive"),
+    ("weight_decay", -1.0, "weight_decay must be 0 or more"),
+    ("clip_norm", -1.0, "clip_norm must be 0 or more"),
+    ("warmup_init_lr", -1.0, "warmup_init_lr must be 0 or more"),
+    ("save_epochs", 3, "save_epochs must be true or false"),
+    ("tensorboard", "yes", "tensorboard must be true or false"),
+    ("init_from", 5, "init_from must be a string"),
+    ("data", 5, "data must be a string"),
+    ("model", 5, "model must be an object of model fields"),
+    ("model", None, "model must be an object of model fields"),
+    ("max_time", "abc", "cannot read duration 'abc'"),
+])
+def test_every_field_of_a_config_file_is_checked_and_named_with_the_file(tmp_path, field, value,
+                                                                          message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"preset": "tiny", field: value}))
+    with pytest.raises(ConfigError, match=message) as info:
+        train.load_config(bad)
+    assert str(bad) in str(info.value)
+
+
+def test_an_integer_where_a_number_goes_is_a_float(tmp_path):
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"preset": "tiny", "clip_norm": 0, "lr": 1}))
+    cfg = train.load_config(ok)
+    assert (cfg.clip_norm, cfg.lr) == (0.0, 1.0) and isinstance(cfg.clip_norm, float)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff{}")
+    with pytest.raises(ConfigError, match=r"bad\.json: not UTF-8 text \(byte 0\)"):
+        train.load_config(bad)

@@ -1,9 +1,13 @@
 """Validation loss and BLEU."""
 
 import math
+import shutil
 from types import SimpleNamespace
 
+import pytest
+
 from nmt import train
+from nmt.errors import DataError
 from nmt.train.validate import score_validation
 
 from .support import (
@@ -18,6 +22,15 @@ def test_validation_bleu_uses_raw_references(tmp_path, toy_data):
     valid = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "valid"]
     assert valid and all(0.0 <= r["bleu"] <= 100.0 for r in valid)
     assert math.isfinite(valid[-1]["ppl"]) and result.best_step == 2
+
+
+def test_references_that_are_not_utf8_are_one_line(tmp_path, toy_data):
+    data = tmp_path / "data"
+    shutil.copytree(toy_data, data)
+    (data / "valid.raw.de").write_bytes(b"ok\n\xff\n")
+    with pytest.raises(DataError, match=r"valid\.raw\.de: not UTF-8 text \(byte 3\)"):
+        train.main(data=data, run=tmp_path / "run", preset="tiny",
+                   overrides=small_run(max_steps=2, save_every=2))
 
 
 def validations(metric: str, records: list[tuple[float, float]]) -> list[bool]:
