@@ -98,11 +98,20 @@ class TokenArray:
         if (self.lengths < 0).any():
             raise DataError("sentence offsets decrease: damaged index", where=str(idx_path))
 
-    def check_ids(self, vocab_size: int) -> None:
-        """Every id is a piece of the vocabulary (a damaged file must not crash training)."""
+    def check_ids(self, vocab_size: int, specials: tuple[int, ...] = ()) -> None:
+        """Every id is a piece of the vocabulary and none is one of `specials` (padding, BOS,
+        EOS: sentences are stored without them), so a damaged file cannot crash or silently
+        corrupt training."""
         if len(self.ids) and int(self.ids.max()) >= vocab_size:
             raise DataError(f"token id {int(self.ids.max())} is outside the vocabulary of "
                             f"{vocab_size}", where=f"{self.prefix}.bin")
+        for special in specials:
+            found = np.flatnonzero(self.ids == special)
+            if len(found):
+                sentence = int(np.searchsorted(self.offsets, found[0], side="right")) - 1
+                raise DataError(f"sentence {sentence + 1} holds the special id {special} "
+                                "(padding, BOS or EOS): damaged token file",
+                                where=f"{self.prefix}.bin")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -179,8 +188,12 @@ class PreparedData:
         if len(src) != len(tgt):
             raise DataError(f"{name}: {len(src)} source but {len(tgt)} target sentences",
                             where=str(self.path))
+        if len(src) != self.manifest["splits"][name]["pairs"]:
+            raise DataError(f"{name}: {len(src)} sentence pairs, the manifest says "
+                            f"{self.manifest['splits'][name]['pairs']}", where=str(self.path))
         for array_ in (src, tgt):
-            array_.check_ids(len(self.vocab))
+            array_.check_ids(len(self.vocab),
+                             (self.vocab.pad_id, self.vocab.bos_id, self.vocab.eos_id))
         return ParallelSplit(name, src, tgt)
 
     def raw_path(self, split: str, lang: str) -> Path:
@@ -216,9 +229,20 @@ def check_manifest(manifest: Any, *, where: str) -> None:
     splits = manifest.get("splits")
     need(isinstance(splits, dict) and "train" in splits, "splits must name a train split")
     for name, split in splits.items():
-        need(isinstance(split, dict) and isinstance(split.get("pairs"), int)
-             and not isinstance(split["pairs"], bool) and split["pairs"] >= 0,
-             f"splits.{name}.pairs must be a count")
+        need(isinstance(split, dict), f"splits.{name} must be an object")
+        for key in ("pairs", "src_tokens", "tgt_tokens"):
+            if key == "pairs" or key in split:
+                need(_is_count(split.get(key)), f"splits.{name}.{key} must be a count")
+    if "vocab_size" in spm:
+        need(_is_count(spm["vocab_size"]) and 4 <= spm["vocab_size"] < 2**31,
+             f"spm.vocab_size must be a vocabulary size, not {spm['vocab_size']!r:.40}")
+    ids = spm.get("special_ids", {})
+    need(isinstance(ids, dict) and all(_is_count(v) for v in ids.values()),
+         "spm.special_ids must map names to token ids")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
 
 
 def load_prepared(path: str | os.PathLike) -> PreparedData:
@@ -239,4 +263,10 @@ def load_prepared(path: str | os.PathLike) -> PreparedData:
     if vocab.sha256 != manifest["spm"]["sha256"]:
         raise DataError("SentencePiece model does not match the manifest's hash",
                         where=str(path / manifest["spm"]["file"]))
+    spm = manifest["spm"]
+    ours = {"pad": vocab.pad_id, "bos": vocab.bos_id, "eos": vocab.eos_id}
+    if spm.get("vocab_size", len(vocab)) != len(vocab) or any(
+            spm.get("special_ids", {}).get(k, v) != v for k, v in ours.items()):
+        raise DataError(f"spm.vocab_size or spm.special_ids differ from the SentencePiece "
+                        f"model's ({len(vocab)} pieces, {ours})", where=str(manifest_path))
     return PreparedData(path=path, manifest=manifest, vocab=vocab)

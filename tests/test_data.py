@@ -41,6 +41,15 @@ def test_a_sound_directory_loads(prepared):
     (lambda m: {**m, "dtype": "float64"}, "dtype must be uint16 or int32"),
     (lambda m: {**m, "spm": {**m["spm"], "file": "../../etc/x"}}, "spm.file must be a file"),
     (lambda m: {**m, "splits": {"train": {"pairs": "3"}}}, "splits.train.pairs"),
+    (lambda m: {**m, "splits": {"train": {"pairs": 3, "src_tokens": -3}}},
+     "splits.train.src_tokens must be a count"),
+    (lambda m: {**m, "spm": {**m["spm"], "vocab_size": -1}}, "spm.vocab_size must be a"),
+    (lambda m: {**m, "spm": {**m["spm"], "vocab_size": "big"}}, "spm.vocab_size must be a"),
+    (lambda m: {**m, "spm": {**m["spm"], "vocab_size": m["spm"]["vocab_size"] + 1}},
+     "spm.vocab_size or spm.special_ids differ from the SentencePiece model's"),
+    (lambda m: {**m, "spm": {**m["spm"], "special_ids": None}}, "spm.special_ids must map"),
+    (lambda m: {**m, "spm": {**m["spm"], "special_ids": {"pad": 99}}},
+     "spm.vocab_size or spm.special_ids differ"),
 ])
 def test_a_damaged_manifest_is_refused(prepared, change, message):
     path = prepared / "manifest.json"
@@ -80,3 +89,22 @@ def test_token_ids_outside_the_vocabulary_are_refused_before_training(prepared, 
     ids.tofile(path)
     with pytest.raises(DataError, match=f"token id {len(tiny_vocab) + 7} is outside"):
         load_prepared(prepared).split("valid")
+
+
+def test_a_split_of_another_size_than_the_manifest_says_is_refused(prepared):
+    path = prepared / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["splits"]["train"]["pairs"] = 10
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="train: 3 sentence pairs, the manifest says 10"):
+        load_prepared(prepared).split("train")
+
+
+@pytest.mark.parametrize("special", ["pad_id", "bos_id", "eos_id"])
+def test_special_ids_inside_stored_sentences_are_refused(prepared, tiny_vocab, special):
+    path = prepared / "train.en.bin"
+    ids = np.fromfile(path, dtype=np.uint16)
+    ids[4] = getattr(tiny_vocab, special)  # sentences [5, 6, 7], [8], [9, 10]: the third
+    ids.tofile(path)
+    with pytest.raises(DataError, match="sentence 3 holds the special id"):
+        load_prepared(prepared).split("train")

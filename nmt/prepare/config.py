@@ -62,7 +62,7 @@ def validate(c: PrepareConfig) -> None:
                              (c.workers, "--workers", 0), (c.chunk_pairs, "chunk_pairs", 1)):
         if value < low:
             raise ConfigError(f"{flag} must be at least {low}, got {value}")
-    if c.max_ratio < 1.0:
+    if not c.max_ratio >= 1.0:  # NaN too
         raise ConfigError(f"--max-ratio must be at least 1.0, got {c.max_ratio}")
     if c.vocab_from is not None and c.vocab_size is not None:
         raise ConfigError("--vocab-from reuses a vocabulary of its own size: drop --vocab-size")

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from nmt import corpora, files, workspace
+from nmt.data import check_manifest
+from nmt.errors import DataError
 from nmt.prepare import encode
 from nmt.prepare.clean import clean_stage
 from nmt.prepare.config import (
@@ -110,17 +112,18 @@ def _up_to_date(out: Path, source: corpora.Source, c: PrepareConfig) -> PrepareS
     stages = read_state(out).get("stages", {})
     keys = Keys(source, c)
     clean = stages.get("clean")
-    if not record_ok(out, clean, keys.clean()):
+    if not record_ok(out, "clean", clean, keys.clean()):
         return None
     spm = stages.get("spm")
     vocab_size = vocab_size_of(c, source, clean["result"]["train"]["pairs"])
-    if not record_ok(out, spm, keys.spm(vocab_size)):
+    if not record_ok(out, "spm", spm, keys.spm(vocab_size)):
         return None
-    if not record_ok(out, stages.get("encode"), keys.encode(spm["result"]["sha256"])):
+    if not record_ok(out, "encode", stages.get("encode"), keys.encode(spm["result"]["sha256"])):
         return None
     try:
         manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        check_manifest(manifest, where=str(out / MANIFEST_FILE))
+    except (OSError, ValueError, DataError):
+        return None  # damaged: written again from the stage records
     reports = tuple(StageReport(name, False, 0.0, 0) for name in ("clean", "spm", "encode"))
     return PrepareSummary(out=out, manifest=manifest, stages=reports)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -88,20 +89,65 @@ class Keys:
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    """The stage records of `directory` ({} when there are none)."""
+    """The stage records of `directory` ({} when there are none, or they are damaged: a
+    record is a cache, and a stage without one is redone)."""
     try:
-        return json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        return {}
+    return state
 
 
-def record_ok(directory: Path, record: dict[str, Any] | None, key: str) -> bool:
-    """Whether `record` is for `key` and all its files are there with their recorded sizes."""
-    if not record or record.get("key") != key:
+_HEX = re.compile(r"[0-9a-f]{64}")
+_COUNT, _DIGEST = "count", "digest"
+# What each stage's result holds ("*": every split; leaves: a count or a sha256 digest).
+_RESULTS: dict[str, dict[str, Any]] = {
+    "clean": {"*": {"lines": _COUNT, "pairs": _COUNT}},
+    "spm": {"sha256": _DIGEST, "vocab_size": _COUNT, "requested_vocab_size": _COUNT,
+            "sample_sentences": _COUNT},
+    "encode": {"*": {"pairs": _COUNT, "src_tokens": _COUNT, "tgt_tokens": _COUNT},
+               "file_sha256": {"*": _DIGEST}},
+}
+
+
+def _fits(value: Any, shape: Any) -> bool:
+    if shape == _COUNT:
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
+    if shape == _DIGEST:
+        return isinstance(value, str) and _HEX.fullmatch(value) is not None
+    if not isinstance(value, dict):
         return False
-    for name, size in record["files"].items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != size:
+    named = {k: v for k, v in shape.items() if k != "*"}
+    if any(k not in value or not _fits(value[k], v) for k, v in named.items()):
+        return False
+    rest = {k: v for k, v in value.items() if k not in named}
+    if "*" in shape:
+        return all(_fits(v, shape["*"]) for v in rest.values())
+    return all(_fits(v, _COUNT) or _fits(v, {"*": _COUNT})  # the train split's filter counts
+               for v in rest.values())
+
+
+def record_ok(directory: Path, name: str, record: Any, key: str) -> bool:
+    """Whether `record` is stage `name`'s for `key`, well formed, and all its files are there
+    with their recorded sizes."""
+    if not isinstance(record, dict) or record.get("key") != key:
+        return False
+    sizes = record.get("files")
+    if not isinstance(sizes, dict) or not all(_fits(v, _COUNT) for v in sizes.values()):
+        return False
+    result = record.get("result")
+    if not _fits(result, _RESULTS[name]):
+        log.warning("%s: the record of stage %s is damaged; redoing it", directory / STATE_FILE,
+                    name)
+        return False
+    if name in ("clean", "encode") and not isinstance(result.get("train", {}).get("filtered"),
+                                                       dict):
+        return False
+    for file, size in sizes.items():
+        path = directory / file
+        if Path(file).name != file or not path.is_file() or path.stat().st_size != size:
             return False
     return True
 
@@ -116,6 +162,8 @@ def _header_of(directory: Path) -> dict[str, Any] | None:
         try:
             data = json.loads((directory / name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
             continue
         return {k: data.get(k) for k in ("corpus", "src_lang", "tgt_lang")}
     return None
@@ -189,10 +237,10 @@ class Workspace:
 
     def _reuse(self, name: str, key: str) -> dict[str, Any] | None:
         record = self.state["stages"].get(name)
-        if record_ok(self.dir, record, key):
+        if record_ok(self.dir, name, record, key):
             return record["result"]
         record = read_state(self.out).get("stages", {}).get(name) if self.out.is_dir() else None
-        if not record_ok(self.out, record, key):
+        if not record_ok(self.out, name, record, key):
             return None
         for file in record["files"]:
             target = self.dir / file

@@ -85,3 +85,5 @@ def test_config_errors():
         prepare.run(prepare.PrepareConfig(corpus="wmt99"))
     with pytest.raises(ConfigError, match="--src and --tgt"):
         prepare.run(prepare.PrepareConfig(corpus="local", train=Path("x"), valid=Path("y")))
+    with pytest.raises(ConfigError, match="--max-ratio must be at least 1.0, got nan"):
+        prepare.run(prepare.PrepareConfig(corpus="multi30k-en-de", max_ratio=float("nan")))

@@ -79,3 +79,31 @@ def test_output_directory_of_another_corpus(prepared, tmp_path):
     stranger.mkdir()
     (stranger / "notes.txt").write_text("mine")
     fails(stranger, config(stranger, files), match="holds no prepared data")
+
+
+@pytest.mark.parametrize("damage,redone", [
+    (lambda m, s: s.update(stages=[]), [True, True, True]),  # no usable records: all again
+    # a redone stage makes the same outputs, so the next stages' records still hold
+    (lambda m, s: s["stages"]["clean"].update(result=None), [True, False, False]),
+    (lambda m, s: s["stages"]["spm"]["result"].update(vocab_size="x"), [False, True, False]),
+    (lambda m, s: s["stages"]["spm"]["result"].update(sha256=5), [False, True, False]),
+    (lambda m, s: s["stages"]["encode"]["result"]["train"].update(pairs=-7), [False, False, True]),
+    (lambda m, s: m["splits"]["train"].update(pairs="x"), [False, False, False]),
+    (lambda m, s: m.pop("splits"), [False, False, False]),
+])
+def test_damaged_records_are_redone_and_a_damaged_manifest_rewritten(tmp_path, damage, redone):
+    import json
+
+    files = toy_corpus(tmp_path)
+    out = tmp_path / "out"
+    first = prepare.run(config(out, files))
+    manifest, state = (json.loads((out / name).read_text())
+                       for name in ("manifest.json", "stages.json"))
+    damage(manifest, state)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "stages.json").write_text(json.dumps(state))
+    again = prepare.run(config(out, files))
+    assert [s.ran for s in again.stages] == redone
+    assert again.manifest == first.manifest  # the same data, the manifest sound again
+    assert json.loads((out / "manifest.json").read_text()) == first.manifest
+    assert len(load_prepared(out).split("train")) == first.manifest["splits"]["train"]["pairs"]
