@@ -19,6 +19,7 @@ Conventions, shared by every search and by the tests:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,9 @@ class SearchConfig:
         if self.stopping not in STOPPING:
             raise ConfigError(f"unknown stopping rule {self.stopping!r}; "
                               f"choose one of {', '.join(STOPPING)}")
+        for name in ("alpha", "temperature", "top_p"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
         if self.top_k < 0:

@@ -373,6 +373,8 @@ def test_search_config_rejects_nonsense():
     from nmt.errors import ConfigError
 
     for bad in (dict(beam=0), dict(beam=2, nbest=3), dict(lenpen_style="x"),
-                dict(temperature=0.0), dict(top_p=0.0), dict(top_k=-1)):
+                dict(temperature=0.0), dict(top_p=0.0), dict(top_k=-1),
+                dict(alpha=float("nan")), dict(alpha=float("inf")),
+                dict(temperature=float("inf")), dict(top_p=float("nan"))):
         with pytest.raises(ConfigError):
             SearchConfig(**bad)

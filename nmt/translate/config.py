@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,8 @@ class TranslateConfig:
                               f"choose one of {', '.join(TRANSLATE_PRECISIONS)}")
         if self.batch_tokens < 1 or self.buffer_lines < 1:
             raise ConfigError("batch-tokens and buffer-lines must be positive")
+        if not math.isfinite(self.max_len_a):
+            raise ConfigError(f"max-len-a must be a finite number, got {self.max_len_a}")
         if self.max_len_a < 0 or self.max_len_b < 0 or (self.max_len_a == 0 and
                                                         self.max_len_b == 0):
             raise ConfigError("the maximum output length (a * source length + b) must be positive")
