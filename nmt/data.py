@@ -105,13 +105,15 @@ class TokenArray:
         if len(self.ids) and int(self.ids.max()) >= vocab_size:
             raise DataError(f"token id {int(self.ids.max())} is outside the vocabulary of "
                             f"{vocab_size}", where=f"{self.prefix}.bin")
-        for special in specials:
-            found = np.flatnonzero(self.ids == special)
-            if len(found):
-                sentence = int(np.searchsorted(self.offsets, found[0], side="right")) - 1
-                raise DataError(f"sentence {sentence + 1} holds the special id {special} "
-                                "(padding, BOS or EOS): damaged token file",
-                                where=f"{self.prefix}.bin")
+        if not specials or not len(self.ids):
+            return
+        low = np.flatnonzero(self.ids <= max(specials))  # one pass; few ids are this small
+        found = low[np.isin(self.ids[low], specials)]
+        if len(found):
+            sentence = int(np.searchsorted(self.offsets, found[0], side="right")) - 1
+            raise DataError(f"sentence {sentence + 1} holds the special id "
+                            f"{int(self.ids[found[0]])} (padding, BOS or EOS): damaged token "
+                            "file", where=f"{self.prefix}.bin")
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

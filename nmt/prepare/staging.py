@@ -125,7 +125,8 @@ def _fits(value: Any, shape: Any) -> bool:
     rest = {k: v for k, v in value.items() if k not in named}
     if "*" in shape:
         return all(_fits(v, shape["*"]) for v in rest.values())
-    return all(_fits(v, _COUNT) or _fits(v, {"*": _COUNT})  # the train split's filter counts
+    # others: the train split's filter counts, spm's "from" (the --vocab-from path)
+    return all(_fits(v, _COUNT) or _fits(v, {"*": _COUNT}) or isinstance(v, str)
                for v in rest.values())
 
 

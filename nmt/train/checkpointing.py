@@ -205,8 +205,8 @@ def check_train_state(saved: Any, *, step: int, where: str) -> dict[str, Any]:
     real("elapsed", saved.get("elapsed"))
     if saved.get("elapsed") < 0:
         raise fail(f"elapsed must not be negative, not {saved['elapsed']!r}")
-    if saved.get("best_score") is not None:
-        real("best_score", saved["best_score"])
+    if saved.get("best_score") is not None:  # -loss of a first validation may be non-finite
+        real("best_score", saved["best_score"], finite=False)
     if saved.get("best_step") is not None and count("best_step") > step:
         raise fail(f"best_step {saved['best_step']} is after the checkpoint's step {step}")
     window = saved.get("window", {})  # absent before the window was saved
@@ -218,6 +218,9 @@ def check_train_state(saved: Any, *, step: int, where: str) -> dict[str, Any]:
     for key in ("optimizer", "scaler"):
         if not isinstance(saved.get(key), dict):
             raise fail(f"{key} must be a dict")
+    problem = scaler_problem(saved["scaler"])
+    if problem:
+        raise fail(f"scaler: {problem}")
     rngs = saved.get("rng")
     if not isinstance(rngs, list) or not rngs:
         raise fail("rng must be a list with one state per worker")
@@ -226,6 +229,29 @@ def check_train_state(saved: Any, *, step: int, where: str) -> dict[str, Any]:
         if problem:
             raise fail(f"rng of worker {rank}: {problem}")
     return saved
+
+
+def scaler_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a saved fp16 loss scaler (empty when it was disabled), or None:
+    `GradScaler.load_state_dict` takes any values, and a NaN scale would skip every update."""
+    if not state:
+        return None
+
+    def number(key: str) -> float | None:
+        value = state.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else None
+
+    scale, growth, backoff = number("scale"), number("growth_factor"), number("backoff_factor")
+    interval, tracker = state.get("growth_interval"), state.get("_growth_tracker")
+    if scale is None or scale <= 0:
+        return f"scale must be a positive number, not {state.get('scale')!r:.20}"
+    if growth is None or growth <= 1 or backoff is None or not 0 < backoff < 1:
+        return "growth_factor must be above 1 and backoff_factor in (0, 1)"
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (interval, tracker)) \
+            or interval < 1 or tracker < 0:
+        return "growth_interval must be at least 1 and _growth_tracker 0 or more"
+    return None
 
 
 def check_optimizer(optimizer: torch.optim.Optimizer) -> None:

@@ -88,8 +88,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, not {value}")
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be in [0, 2^63), not {self.seed}")
+        if not -2**63 <= self.seed < 2**64:  # what torch.manual_seed takes
+            raise ConfigError(f"seed must be in [-2^63, 2^64), not {self.seed}")
         for name in ("weight_decay", "clip_norm", "warmup_init_lr"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, not {getattr(self, name)}")

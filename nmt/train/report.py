@@ -104,7 +104,7 @@ def _record_step(line: str) -> float:
     """The step of a metrics line; infinite for a line cut short by a kill (it is dropped)."""
     try:
         return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, OverflowError):
         return math.inf
 
 

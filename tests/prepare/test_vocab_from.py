@@ -24,6 +24,8 @@ def test_a_second_corpus_reuses_the_first_vocabulary(tmp_path):
         assert second.manifest["spm"]["sha256"] == first.manifest["spm"]["sha256"]
         assert load_prepared(out).vocab.model_bytes == load_prepared(
             tmp_path / "first").vocab.model_bytes
+        again = prepare.run(config(out, other, vocab_size=None, vocab_from=source))
+        assert again.up_to_date  # its stage record (with the "from" path) is sound
 
 
 def test_vocab_from_is_refused_when_it_is_no_model_or_with_a_size(tmp_path):

@@ -222,6 +222,9 @@ def test_a_damaged_training_state_is_one_line_and_exit_2(tmp_path, toy_data):
         ({"optimizer": group(eps=-1.0)}, "optimizer settings out of range"),
         ({"optimizer": group(lr=float("nan"))}, "optimizer settings out of range"),
         ({"optimizer": group(betas=(5.0, 5.0))}, "optimizer settings out of range"),
+        ({"scaler": {"scale": float("nan"), "growth_factor": 2.0, "backoff_factor": 0.5,
+                     "growth_interval": 2000, "_growth_tracker": 0}},
+         "scaler: scale must be a positive number"),
     ]
     resume = ["train", str(toy_data), "--config", str(config), "--run", str(run)]
     for change, message in cases:

@@ -55,7 +55,7 @@ def test_config_errors_name_the_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("field,value,message", [
     ("seed", "x", "seed must be an integer, not 'x'"),
-    ("seed", -1, r"seed must be in \[0, 2\^63\)"),
+    ("seed", 2**64, r"seed must be in \[-2\^63, 2\^64\)"),
     ("max_steps", 1.5, "max_steps must be an integer"),
     ("keep_last", True, "keep_last must be an integer"),
     ("lr", float("nan"), "lr must be a finite number"),
