@@ -155,6 +155,18 @@ class StyledVocabulary:
         return getattr(self.vocab, name)
 
 
+def styled_vocabulary(vocab: Any, data: Any, *, where: str) -> Any:
+    """`vocab` reading and writing text the way a model's training data was (the `data` object
+    of its meta.json: `text`, `src_lang`, `tgt_lang`); `vocab` itself for plain text."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"data must be an object, not {data!r:.40}", where=where)
+    style = TextStyle.from_dict(data.get("text"), where=where)
+    if style.plain:
+        return vocab
+    return StyledVocabulary(vocab, style, data.get("src_lang") or "xx",
+                            data.get("tgt_lang") or "xx")
+
+
 # --- detokenization --------------------------------------------------------------------------
 _NO_SPACE_BEFORE = frozenset(",.!?;:%)]}…") | {"...", "''"}
 _NO_SPACE_AFTER = frozenset("([{$£€¿¡") | {"``"}

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from nmt.config import ModelConfig
 from nmt.errors import CheckpointError
-from nmt.export.layout import SPM, read_export_meta, require_package
+from nmt.export.layout import EXPORT_META, SPM, read_export_meta, require_package
+from nmt.text import styled_vocabulary
 from nmt.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,13 @@ class CTranslate2Engine:
             raise CheckpointError(f"not a CTranslate2 export (needs model.bin and {SPM}); "
                                   "create one with `nmt export CHECKPOINT --to ctranslate2 "
                                   "OUT_DIR`", where=str(root))
-        self.config = ModelConfig.from_dict(read_export_meta(root)["config"])
-        self.vocab = Vocabulary.from_file(root / SPM)
-        cfg, vocab = self.config, self.vocab
+        meta = read_export_meta(root)
+        self.config = ModelConfig.from_dict(meta["config"])
+        vocab = Vocabulary.from_file(root / SPM)
+        # a model trained on lowercased / tokenized text reads and writes it so, as in torch
+        self.vocab = styled_vocabulary(vocab, (meta.get("checkpoint_meta") or {}).get("data")
+                                       or {}, where=str(root / EXPORT_META))
+        cfg = self.config
         if (len(vocab), cfg.pad_id, cfg.bos_id, cfg.eos_id) != (
                 cfg.vocab_size, vocab.pad_id, vocab.bos_id, vocab.eos_id):
             raise CheckpointError(

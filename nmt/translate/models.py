@@ -9,7 +9,7 @@ import torch
 from nmt.checkpoint import load_checkpoint
 from nmt.errors import CheckpointError, ConfigError
 from nmt.search import Ensemble
-from nmt.text import StyledVocabulary, TextStyle
+from nmt.text import styled_vocabulary
 from nmt.vocab import Vocabulary
 
 
@@ -58,7 +58,7 @@ def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtyp
     """The checkpoints' models in eval mode on `device` (int8: quantized, see `quantize_int8`),
     and their (shared) vocabulary, which lowercases / tokenizes input and detokenizes output if
     the first model was trained so."""
-    models, vocab, style = [], None, None
+    models, vocab, styled = [], None, None
     for path in paths:
         ckpt = load_checkpoint(path)
         if vocab is not None and ckpt.vocab.sha256 != vocab.sha256:
@@ -68,9 +68,7 @@ def load_models(paths: tuple[Path, ...], device: torch.device, dtype: torch.dtyp
         vocab = vocab or ckpt.vocab
         model = ckpt.build_model(device).to(dtype)
         models.append(quantize_int8(model) if int8 else model)
-        data = ckpt.meta.get("data") or {}
-        style = style or TextStyle.from_dict(data.get("text"), where=str(path / "meta.json"))
-    if not style.plain:  # trained on lowercased / tokenized text: read and write it so
-        vocab = StyledVocabulary(vocab, style, data.get("src_lang", "xx"),
-                                 data.get("tgt_lang", "xx"))
-    return Ensemble(models), vocab
+        if len(models) == 1:  # trained on lowercased / tokenized text: read and write it so
+            styled = styled_vocabulary(vocab, ckpt.meta.get("data") or {},
+                                       where=str(path / "meta.json"))
+    return Ensemble(models), styled

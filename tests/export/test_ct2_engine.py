@@ -116,6 +116,30 @@ def test_translate_engine_ctranslate2_matches_the_torch_engine(ct2, trained, tmp
     assert refused.exit_code == 2 and "--stopping exact" in refused.output
 
 
+def test_ctranslate2_reads_and_writes_text_as_the_model_was_trained(ct2, trained, tmp_path):
+    """A model trained on lowercased, Moses-tokenized text: both engines lowercase and tokenize
+    the input and detokenize the output the same way."""
+    from nmt.checkpoint import load_checkpoint
+
+    model, ckpt = trained
+    meta = load_checkpoint(ckpt).meta
+    styled = save_checkpoint(tmp_path / "styled", model, trained_vocab(ckpt), {
+        **meta, "data": {**meta["data"], "text": {"lowercase": True, "moses_tokenize": True}}})
+    out = export.run(styled, tmp_path / "ct2", to="ctranslate2")
+    source = tmp_path / "in.en"
+    source.write_text("".join(f"{line.upper()}, \"{line}\".\n" for line in toy_sentences(6)),
+                      encoding="utf-8")
+    outputs = {}
+    for engine, model_dir in (("torch", styled), ("ctranslate2", out)):
+        target = tmp_path / f"{engine}.de"
+        result = CliRunner().invoke(app, ["translate", "-c", str(model_dir), "-i", str(source),
+                                          "-o", str(target), "--beam", "4", "--engine", engine,
+                                          "--lenpen-style", "fairseq"])
+        assert result.exit_code == 0, result.output
+        outputs[engine] = target.read_text(encoding="utf-8").splitlines()
+    assert outputs["ctranslate2"] == outputs["torch"] and len(outputs["torch"]) == 6
+
+
 def test_translate_loads_the_ctranslate2_model_once_per_run(ct2, trained, tmp_path, monkeypatch):
     """`nmt translate --engine ctranslate2` over several `--buffer-lines` chunks builds one
     `ctranslate2.Translator`, not one per chunk."""
