@@ -180,8 +180,8 @@ def resume(sess: Session, state: TrainState) -> Path | None:
 
 def check_train_state(saved: Any, *, step: int, where: str) -> dict[str, Any]:
     """train_state.pt's contents, checked for type and range before any of it is used: the
-    counters, the best score, the log window and every worker's RNG state. The optimizer's and
-    the loss scaler's dicts are checked by their own `load_state_dict`."""
+    counters, the best score, the log window, the loss scaler and every worker's RNG state
+    (the optimizer's state: `check_optimizer`, once loaded)."""
     def fail(what: str) -> CheckpointError:
         return CheckpointError(f"training state: {what}", where=where)
 
