@@ -89,6 +89,11 @@ def _defaults(paths: list[Path], output: Path | None, last: int | None
         log.info("averaging the last %d checkpoints (the paper's number for this preset; "
                  "--last N for another)", last)
     if output is None:
+        lone = paths[0] if len(paths) == 1 else None
+        if run_dir is None and lone is not None and (lone / "checkpoints").is_dir() \
+                and not (lone / META).exists():  # a run that has written no checkpoint yet
+            raise CheckpointError("no checkpoints (checkpoints/step-*) in this run directory",
+                                  where=str(lone))
         if run_dir is None:
             raise CheckpointError("give -o OUTPUT: where to write the average of the listed "
                                   "checkpoints")

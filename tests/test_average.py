@@ -155,6 +155,14 @@ def test_listed_checkpoints_need_an_output(run_dir):
         average.run([run_dir / "checkpoints" / "step-20"])
 
 
+def test_a_run_without_checkpoints_says_so(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)  # a run stopped before its first checkpoint
+    result = CliRunner().invoke(app, ["average", str(run)])
+    assert result.exit_code == 2
+    assert "no checkpoints (checkpoints/step-*) in this run directory" in result.output
+
+
 def test_different_architectures_are_refused(run_dir, tmp_path, tiny_config, tiny_vocab):
     other = dataclasses.replace(tiny_config, d_ff=48)
     odd = save_checkpoint(tmp_path / "odd", _model(other, 7), tiny_vocab, {"step": 5})
