@@ -29,6 +29,7 @@ from nmt.checkpoint import (
     list_checkpoints,
     read_config,
     read_meta,
+    vocabulary_mismatch,
     write_checkpoint,
 )
 from nmt.config import TRAINING_ONLY_FIELDS, ModelConfig
@@ -89,8 +90,10 @@ def _defaults(paths: list[Path], output: Path | None, last: int | None
         log.info("averaging the last %d checkpoints (the paper's number for this preset; "
                  "--last N for another)", last)
     if output is None:
+        from nmt.train import rundir
+
         lone = paths[0] if len(paths) == 1 else None
-        if run_dir is None and lone is not None and (lone / "checkpoints").is_dir() \
+        if run_dir is None and lone is not None and rundir.checkpoints_dir(lone).is_dir() \
                 and not (lone / META).exists():  # a run that has written no checkpoint yet
             raise CheckpointError("no checkpoints (checkpoints/step-*) in this run directory",
                                   where=str(lone))
@@ -321,8 +324,8 @@ def _vocabulary(first: _Input) -> Vocabulary:
         vocab = Vocabulary.from_file(first.path / VOCAB)
     except DataError as exc:
         raise CheckpointError(str(exc).split(": ", 1)[-1], where=str(first.path / VOCAB)) from None
-    if len(vocab) != first.config.vocab_size:
-        raise CheckpointError(f"vocabulary has {len(vocab)} pieces but the model expects "
-                              f"{first.config.vocab_size}", where=str(first.path))
+    problem = vocabulary_mismatch(first.config, vocab)
+    if problem:
+        raise CheckpointError(problem, where=str(first.path))
     return vocab
 

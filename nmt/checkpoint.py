@@ -266,19 +266,22 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> Checkpoi
         raise CheckpointError(f"truncated or corrupt weights ({exc})",
                               where=str(path / WEIGHTS)) from None
     check_tensors(tensors, where=str(path / WEIGHTS))
+    problem = vocabulary_mismatch(config, vocab)
+    if problem:
+        raise CheckpointError(problem, where=str(path / CONFIG))
+    check_vocab_hash(path, meta, vocab)
+    return Checkpoint(path=path, config=config, vocab=vocab, tensors=tensors, meta=meta)
+
+
+def vocabulary_mismatch(config: ModelConfig, vocab: Vocabulary) -> str | None:
+    """How a model config does not fit a vocabulary (its size, its special ids), or None."""
     if len(vocab) != config.vocab_size:
-        raise CheckpointError(
-            f"vocabulary has {len(vocab)} pieces but the model expects {config.vocab_size}",
-            where=str(path))
+        return f"the model expects {config.vocab_size} pieces but spm.model has {len(vocab)}"
     ids = {"pad_id": (config.pad_id, vocab.pad_id), "bos_id": (config.bos_id, vocab.bos_id),
            "eos_id": (config.eos_id, vocab.eos_id)}
     differ = [f"{k} {ours} (spm.model: {theirs})" for k, (ours, theirs) in ids.items()
               if ours != theirs]
-    if differ:
-        raise CheckpointError(f"special ids differ from the vocabulary's: {', '.join(differ)}",
-                              where=str(path / CONFIG))
-    check_vocab_hash(path, meta, vocab)
-    return Checkpoint(path=path, config=config, vocab=vocab, tensors=tensors, meta=meta)
+    return f"special ids differ from the vocabulary's: {', '.join(differ)}" if differ else None
 
 
 def check_tensors(tensors: dict[str, Tensor], *, where: str) -> None:

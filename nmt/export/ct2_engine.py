@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from nmt.checkpoint import vocabulary_mismatch
 from nmt.config import ModelConfig
 from nmt.errors import CheckpointError
 from nmt.export.layout import EXPORT_META, SPM, read_export_meta, require_package
@@ -51,13 +52,9 @@ class CTranslate2Engine:
         # a model trained on lowercased / tokenized text reads and writes it so, as in torch
         self.vocab = styled_vocabulary(vocab, (meta.get("checkpoint_meta") or {}).get("data")
                                        or {}, where=str(root / EXPORT_META))
-        cfg = self.config
-        if (len(vocab), cfg.pad_id, cfg.bos_id, cfg.eos_id) != (
-                cfg.vocab_size, vocab.pad_id, vocab.bos_id, vocab.eos_id):
-            raise CheckpointError(
-                f"its config (vocab_size {cfg.vocab_size}, pad/bos/eos {cfg.pad_id}/{cfg.bos_id}/"
-                f"{cfg.eos_id}) does not fit {SPM} ({len(vocab)} pieces, "
-                f"{vocab.pad_id}/{vocab.bos_id}/{vocab.eos_id})", where=str(root))
+        problem = vocabulary_mismatch(self.config, vocab)
+        if problem:
+            raise CheckpointError(problem, where=str(root / EXPORT_META))
         try:
             self.translator = ctranslate2.Translator(str(root), device=device,
                                                      compute_type=compute_type,

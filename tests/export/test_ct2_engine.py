@@ -47,7 +47,7 @@ def test_translate_ctranslate2_rejects_a_directory_that_is_not_an_export(ct2, tr
     (lambda m: m["config"].update(max_positions=-3), "nmt_export.json: invalid model config"),
     (lambda m: m.update(checkpoint_meta=[1]), "checkpoint_meta must be an object"),
     (lambda m: m["config"].update(eos_id=m["config"]["bos_id"] + 7),
-     "does not fit spm.model"),
+     "special ids differ from the vocabulary's"),
 ])
 def test_a_damaged_export_description_is_one_line(ct2, trained, tmp_path, change, message):
     import json
