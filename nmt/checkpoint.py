@@ -129,7 +129,7 @@ def write_checkpoint(
         (tmp / CONFIG).write_text(config.to_json() + "\n", encoding="utf-8")
         vocab.save(tmp / VOCAB)
         if train_state is not None:
-            torch.save(train_state, tmp / TRAIN_STATE)
+            files.write_through(tmp / TRAIN_STATE, lambda f: torch.save(train_state, f))
         (tmp / META).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n",
                                 encoding="utf-8")
         files.publish_directory(tmp, path)  # fsyncs the files, swaps, fsyncs the parent

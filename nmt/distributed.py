@@ -24,6 +24,9 @@ from typing import Any
 import torch
 
 from nmt.errors import ConfigError, NmtError
+from nmt.launcher import Launch
+
+__all__ = ["Launch", "World", "WorkerError", "setup", "teardown", "launch"]
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +39,6 @@ class WorkerError(NmtError):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True, kw_only=True)
-class Launch:
-    """Where and how many workers train; not part of the training recipe."""
-
-    nproc: int = 1  # local worker processes: one per GPU (or CPU workers with --device cpu)
-    device: str = "auto"  # auto (cuda when available) | cuda | cpu
-    nnodes: int = 1  # machines taking part
-    node_rank: int = 0  # this machine's index among them
-    master_addr: str = "127.0.0.1"  # address of node 0, where the rendezvous store lives
-    master_port: int | None = None  # its port; None: a free port (one node) or 29500
-    threads: int | None = None  # CPU threads per worker; None: the cores shared among workers
-
-    @property
-    def world_size(self) -> int:
-        return self.nproc * self.nnodes
 
 
 def device_kind(requested: str) -> str:
@@ -95,6 +81,9 @@ class World:
     size: int  # number of workers
     local_rank: int  # index on this machine (selects the GPU)
     device: torch.device  # where this worker's model lives
+    local_size: int = 1  # workers on each machine
+    hosts: dict[int, str] = dataclasses.field(default_factory=dict)  # rank -> its host name
+    namespace: str = ""  # this attempt's keys in the rendezvous store (nmt.train.peers)
 
     @property
     def is_main(self) -> bool:
@@ -105,8 +94,10 @@ class World:
         return self.size > 1
 
 
-def setup(device: str, threads: int | None = None) -> World:
-    """Join the process group when launched as one of several workers; pick the device."""
+def setup(device: str, threads: int | None = None,
+          rendezvous_timeout: float = Launch.rendezvous_timeout) -> World:
+    """Join the process group when launched as one of several workers (all of them must
+    join within `rendezvous_timeout` seconds, see nmt.train.peers); pick the device."""
     kind = device_kind(device)
     rank = int(os.environ.get("RANK", 0))
     size = int(os.environ.get("WORLD_SIZE", 1))
@@ -124,11 +115,20 @@ def setup(device: str, threads: int | None = None) -> World:
         torch.set_num_threads(threads)
     elif kind == "cpu" and local_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
+    hosts: dict[int, str] = {}
+    namespace = ""
     if size > 1 and not torch.distributed.is_initialized():
+        from nmt.train import peers
+
+        store, namespace, hosts = peers.join(rank, size, local_size, rendezvous_timeout)
+        store.set_timeout(COLLECTIVE_TIMEOUT)
         backend = "nccl" if kind == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT,
-                                             device_id=dev if kind == "cuda" else None)
-    return World(rank=rank, size=size, local_rank=local_rank, device=dev)
+        torch.distributed.init_process_group(
+            backend, store=torch.distributed.PrefixStore("pg/", store), rank=rank,
+            world_size=size, timeout=COLLECTIVE_TIMEOUT,
+            device_id=dev if kind == "cuda" else None)
+    return World(rank=rank, size=size, local_rank=local_rank, device=dev,
+                 local_size=local_size, hosts=hosts, namespace=namespace)
 
 
 def teardown() -> None:

@@ -25,9 +25,9 @@ import fcntl
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from nmt.errors import DataError, NmtError
 
@@ -170,6 +170,36 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_through(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """Write the new file `path` with a library's writer, `write(file)` (not atomically: for
+    files of a temporary directory that is published whole). An OSError of the file, a full
+    disk say, is raised as itself even where the library reports it as an error of its own
+    (torch.save says "unexpected pos"), so that callers can word it."""
+    errors: list[OSError] = []
+
+    class Sink:
+        def __init__(self, handle: IO[bytes]) -> None:
+            self.handle = handle
+
+        def write(self, data) -> int:
+            try:
+                return self.handle.write(data)
+            except OSError as exc:
+                errors.append(exc)
+                raise
+
+        def flush(self) -> None:
+            self.handle.flush()
+
+    with open(path, "wb") as handle:
+        try:
+            write(Sink(handle))
+        except Exception:
+            if errors:
+                raise errors[0] from None
+            raise
 
 
 def _written(tmp: Path) -> int | None:

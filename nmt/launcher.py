@@ -1,4 +1,5 @@
-"""nmt's local launcher: N worker processes on this machine, stopped the way one process is.
+"""nmt's local launcher: N worker processes on this machine, stopped the way one process is;
+and `Launch`, the where-and-how-many of a run's workers that every launcher path reads.
 
 Each worker is a `spawn`ed process with RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
 MASTER_ADDR and MASTER_PORT in its environment, so `torch.distributed`'s `env://` init joins
@@ -38,11 +39,36 @@ WATCHDOG_INTERVAL = 0.5  # seconds between a worker's looks at its parent
 PR_SET_PDEATHSIG = 1
 
 _in_worker = False  # set in processes this launcher started
+_report: Connection | None = None  # a worker's pipe to the launcher, until its report is sent
+_report_lock = threading.Lock()
 
 
 def in_worker() -> bool:
     """True inside a worker of `start`: the launcher decides what a repeated signal means."""
     return _in_worker
+
+
+def fail_now(message: str, exit_code: int = 2) -> None:
+    """From any thread of a worker: report `message` as its one-line error and end the
+    process at once (its main thread may be stuck in a collective that never returns)."""
+    _send(("error", message, exit_code))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
+
+
+def _send(report: tuple) -> None:
+    """Send the worker's one report, whichever thread comes first."""
+    global _report
+    with _report_lock:
+        conn, _report = _report, None
+        if conn is None:
+            return
+        try:
+            conn.send(report)
+        except Exception:  # noqa: BLE001 - an unpicklable result
+            conn.send(("crash", traceback.format_exc()))
+        conn.close()
 
 
 class WorkerFailed(Exception):
@@ -51,6 +77,25 @@ class WorkerFailed(Exception):
     def __init__(self, rank: int, message: str, exit_code: int, details: str | None = None):
         super().__init__(message)
         self.rank, self.message, self.exit_code, self.details = rank, message, exit_code, details
+
+
+@dataclass(frozen=True, kw_only=True)
+class Launch:
+    """Where and how many workers train; not part of the training recipe."""
+
+    nproc: int = 1  # local worker processes: one per GPU (or CPU workers with --device cpu)
+    device: str = "auto"  # auto (cuda when available) | cuda | cpu
+    nnodes: int = 1  # machines taking part
+    node_rank: int = 0  # this machine's index among them
+    master_addr: str = "127.0.0.1"  # address of node 0, where the rendezvous store lives
+    master_port: int | None = None  # its port; None: a free port (one node) or 29500
+    threads: int | None = None  # CPU threads per worker; None: the cores shared among workers
+    rendezvous_timeout: float = 600.0  # seconds for every node's workers to join (torchrun's)
+    peer_timeout: float = 60.0  # seconds without a heartbeat before a worker counts as lost
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
 
 
 @dataclass
@@ -195,8 +240,9 @@ def _outcome(workers: list[Worker], stopping: list[str]) -> Outcome:
 
 # --- in the worker ------------------------------------------------------------------------------
 def _worker_main(payload: bytes, env: dict[str, str], conn: Connection, parent: int) -> None:
-    global _in_worker
+    global _in_worker, _report
     _in_worker = True
+    _report = conn
     _die_with_parent(parent)
     host.keep_freed_memory()
     os.environ.update(env)
@@ -205,12 +251,7 @@ def _worker_main(payload: bytes, env: dict[str, str], conn: Connection, parent: 
         report: tuple = ("ok", fn(*args))
     except BaseException as exc:  # noqa: BLE001 - every failure is reported
         report = _failure(exc)
-    try:
-        conn.send(report)
-    except Exception:  # noqa: BLE001 - an unpicklable result
-        report = ("crash", traceback.format_exc())
-        conn.send(report)
-    conn.close()
+    _send(report)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit({"ok": 0, "error": report[2] if report[0] == "error" else 1}.get(report[0], 1))

@@ -111,3 +111,40 @@ def test_export_read_only_and_under_a_file(tmp_path, ckpt):
     blocker.write_text("")
     line = one_line(nmt("export", ckpt, blocker / "ct2", "--to", "ctranslate2"))
     assert "is a file, not a directory" in line
+
+
+def test_a_full_disk_while_saving_the_training_state_keeps_the_last_checkpoint(tmp_path,
+                                                                               tiny_vocab):
+    """torch.save reports ENOSPC as its own RuntimeError ("unexpected pos"): still one line,
+    the previous checkpoint intact, no partial copy left."""
+    import torch
+    from train.support import SMALL_MODEL, write_prepared
+
+    ids = tiny_vocab.encode_batch(["A man sits .", "The dog plays .", "A girl runs ."] * 10)
+    data = write_prepared(tmp_path / "data", tiny_vocab,
+                          {"train": (ids, ids), "valid": (ids[:3], ids[:3])})
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"preset": "tiny", "model": SMALL_MODEL, "batch_tokens": 200,
+                                  "max_steps": 2, "save_every": 2, "valid_bleu_lines": 0}))
+    with small_fs(tmp_path, "8m") as fs:
+        run = fs / "run"
+        first = nmt("train", data, "--config", config, "--run", run, "--threads", "1")
+        assert first.returncode == 0, first.stderr
+        kept = run / "checkpoints" / "step-00000002"
+        before = {p.name: p.read_bytes() for p in kept.iterdir()}
+        state = (kept / "train_state.pt").stat().st_size
+        # room for the next checkpoint's weights, config and vocabulary, not its training state
+        room = sum(len(b) for name, b in before.items() if name != "train_state.pt")
+        assert state > 64 * 1024
+        free = shutil.disk_usage(fs).free
+        (fs / "filler").write_bytes(b"\0" * (free - room - 32 * 1024))
+        proc = nmt("train", data, "--config", config, "--run", run, "--threads", "1",
+                   "--max-steps", "4")
+        errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(errors) == 1 and "no space left" in errors[0], proc.stderr
+        assert "step-00000004" in errors[0]
+        checkpoints = run / "checkpoints"
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000002"]
+        assert {p.name: p.read_bytes() for p in kept.iterdir()} == before
+        torch.load(kept / "train_state.pt", weights_only=True)

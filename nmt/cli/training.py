@@ -24,6 +24,7 @@ from nmt.cli.common import (
     guarded,
     value,
 )
+from nmt.launcher import Launch
 
 # --- train -----------------------------------------------------------------------------------
 # Preset-dependent defaults as `--help` shows them; tests/test_cli.py checks them against the
@@ -162,6 +163,14 @@ def train(
     master_port: Annotated[int | None, typer.Option(
         "--master-port", help="Rendezvous port (default: free port, or 29500 multi-node).",
         show_default=False, rich_help_panel=HARDWARE)] = None,
+    rendezvous_timeout: Annotated[float, typer.Option(
+        "--rendezvous-timeout", help="Seconds for the workers of every node to join; then the "
+                                     "ones missing are named and all stop.",
+        rich_help_panel=HARDWARE)] = Launch.rendezvous_timeout,
+    peer_timeout: Annotated[float, typer.Option(
+        "--peer-timeout", help="Seconds without a worker's heartbeat before it counts as lost "
+                               "and every other one stops, naming it and the checkpoint to "
+                               "resume from.", rich_help_panel=HARDWARE)] = Launch.peer_timeout,
     log_every: Annotated[int | None, typer.Option(
         "--log-every", help="Updates between metrics.jsonl records.", show_default=False,
         rich_help_panel=LOGGING)] = None,
@@ -177,7 +186,6 @@ def train(
 ) -> None:
     """Train a Transformer with the paper's recipe; run it again to resume, bit for bit."""
     from nmt import train as train_stage
-    from nmt.distributed import Launch
 
     flags = dict(batch_tokens=batch_tokens, max_tokens_per_gpu=max_tokens_per_gpu,
                  update_freq=update_freq, max_steps=max_steps, max_epochs=max_epochs,
@@ -192,7 +200,8 @@ def train(
                  init_from=str(init_from) if init_from else None)
     launch = guarded(Launch, nproc=gpus, device=device.value, nnodes=nnodes,
                      node_rank=node_rank, master_addr=master_addr, master_port=master_port,
-                     threads=threads)
+                     threads=threads, rendezvous_timeout=rendezvous_timeout,
+                     peer_timeout=peer_timeout)
     result = guarded(train_stage.main, data=data, run=run, preset=value(preset),
                      config_file=config,
                      overrides={k: v for k, v in flags.items() if v is not None}, launch=launch,

@@ -4,6 +4,7 @@ worker opens its session, resumes, runs the loop and reports a `TrainResult`."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,11 @@ from nmt import distributed, files
 from nmt.checkpoint import unique_state_dict
 from nmt.data import load_prepared
 from nmt.distributed import Launch, World
-from nmt.errors import ConfigError
+from nmt.errors import ConfigError, NmtError
 from nmt.train import rundir
 from nmt.train.checkpointing import resume
 from nmt.train.config import TrainConfig, resolve_config, with_vocabulary
+from nmt.train.failure import Watch
 from nmt.train.loop import StopRequest, train_loop
 from nmt.train.report import Reporter
 from nmt.train.session import Session, TrainState, build_state, open_session
@@ -63,13 +65,22 @@ def run(*, data: str | os.PathLike | None = None, run: str | os.PathLike | None 
                          overrides=overrides)
     cfg = with_vocabulary(cfg, load_prepared(cfg.data))
     check_launch(cfg, launch)
-    if int(os.environ.get("RANK", 0)) != 0:  # one of several workers: rank 0 holds the lock
+    if not leads_run(launch):  # another node, or another worker: global rank 0 holds the lock
         return _start(cfg, launch, reporter)
     # One writer per run directory, for the whole run: a second `nmt train` on it is refused
-    # at once, and the kernel frees the lock if this process dies.
+    # at once, and the kernel frees the lock if this process dies. On several nodes sharing
+    # the directory, only global rank 0's process (or node 0's launcher) takes it.
     rundir.check_writable(Path(cfg.run))
     with files.output_lock(Path(cfg.run), "the run directory"):
         return _start(cfg, launch, reporter)
+
+
+def leads_run(launch: Launch) -> bool:
+    """True in the process that owns the run directory: global rank 0 under an external
+    launcher, node 0's launcher under nmt's own."""
+    if distributed.externally_launched():
+        return int(os.environ["RANK"]) == 0
+    return launch.node_rank == 0
 
 
 def _start(cfg: TrainConfig, launch: Launch, reporter: Reporter | None) -> TrainResult | None:
@@ -89,6 +100,10 @@ def check_launch(cfg: TrainConfig, launch: Launch) -> None:
     kind = distributed.device_kind(launch.device)
     if launch.nproc < 1 or launch.nnodes < 1 or (launch.threads or 1) < 1:
         raise ConfigError("--gpus, --nnodes and --threads must be at least 1")
+    for flag, seconds in (("--rendezvous-timeout", launch.rendezvous_timeout),
+                          ("--peer-timeout", launch.peer_timeout)):
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{flag} must be a positive number of seconds, not {seconds:g}")
     if not 0 <= launch.node_rank < launch.nnodes:
         raise ConfigError(f"--node-rank {launch.node_rank} is not below --nnodes {launch.nnodes}")
     if kind == "cuda" and launch.nproc > torch.cuda.device_count():
@@ -108,21 +123,30 @@ def run_worker(cfg: TrainConfig, launch: Launch, reporter: Reporter | None = Non
                ) -> TrainResult:
     """Train as one worker (the only one, or one of a launched group)."""
     reporter = reporter or Reporter()
-    world = distributed.setup(launch.device, launch.threads)
+    world = distributed.setup(launch.device, launch.threads, launch.rendezvous_timeout)
     reporter.setup(world.rank)
+    watch = Watch(cfg.run, world, launch)
     try:
-        return _train(cfg, world, reporter)
+        return _train(cfg, world, reporter, watch)
+    except NmtError:
+        raise
+    except Exception as exc:
+        if not world.distributed:
+            raise
+        raise watch.failure(exc) from None
     finally:
+        watch.stop()
         if world.is_main:
             reporter.stop()
         distributed.teardown()
 
 
-def _train(cfg: TrainConfig, world: World, reporter: Reporter) -> TrainResult:
+def _train(cfg: TrainConfig, world: World, reporter: Reporter, watch: Watch) -> TrainResult:
     sess = open_session(cfg, world, reporter)
     if world.is_main:
         rundir.check_writable(sess.run)
     state = build_state(sess)
+    watch.follow(state)
     resumed = resume(sess, state)
     if len(set(distributed.gather_objects(state.position, world))) > 1:
         raise ConfigError("workers resumed from different checkpoints: a multi-node run needs "
@@ -141,6 +165,7 @@ def _train(cfg: TrainConfig, world: World, reporter: Reporter) -> TrainResult:
                 raise out_of_memory(sess) from None
             signal_name = stop.signal
     digests = distributed.gather_objects(weights_digest(state.model), world)
+    watch.stop()  # the last collective: from here on, a worker that exits has finished
     if world.is_main:
         sess.metrics.write({"kind": "end", "step": state.step, "reason": reason,
                             "time": state.elapsed, "replicas_in_sync": len(set(digests)) == 1},

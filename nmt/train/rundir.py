@@ -8,7 +8,9 @@ A run directory holds:
 - `metrics.jsonl`: one JSON record per line, and `tensorboard/` with `--tensorboard`,
 - `checkpoints/step-XXXXXXXX/`: step checkpoints (nmt/checkpoint.py's format and naming, shared
   with `nmt average`),
-- `best/`: a copy of the best-scoring checkpoint, without its training state.
+- `best/`: a copy of the best-scoring checkpoint, without its training state,
+- `logs/worker-R.log`: what worker R of a multi-worker run knew when it failed (its traceback,
+  or which worker was lost), which the terminal gets as one line.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 BEST = "best"
+LOGS = "logs"
 
 
 def config_path(run: Path) -> Path:
@@ -75,10 +78,21 @@ def checkpoints(run: Path) -> list[tuple[int, Path]]:
 
 def latest_resumable(run: Path) -> Path | None:
     """The newest step checkpoint that still holds its training state."""
-    for _, path in reversed(checkpoints(run)):
+    found = latest_resumable_step(run)
+    return found[1] if found else None
+
+
+def latest_resumable_step(run: Path) -> tuple[int, Path] | None:
+    """`latest_resumable` with its step."""
+    for step, path in reversed(checkpoints(run)):
         if (path / TRAIN_STATE).is_file():
-            return path
+            return step, path
     return None
+
+
+def worker_log(run: Path, rank: int) -> Path:
+    """Where worker `rank` of a multi-worker run keeps the details of its failure."""
+    return run / LOGS / f"worker-{rank}.log"
 
 
 def check_writable(run: Path) -> None:
