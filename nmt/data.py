@@ -139,21 +139,34 @@ class TokenArray:
         if (self.lengths < 0).any():
             raise DataError("sentence offsets decrease: damaged index", where=str(idx_path))
 
+    CHECK_BLOCK = 1 << 22  # ids read at a time by `check_ids`
+
     def check_ids(self, vocab_size: int, specials: tuple[int, ...] = ()) -> None:
         """Every id is a piece of the vocabulary and none is one of `specials` (padding, BOS,
         EOS: sentences are stored without them), so a damaged file cannot crash or silently
-        corrupt training."""
-        if len(self.ids) and int(self.ids.max()) >= vocab_size:
-            raise DataError(f"token id {int(self.ids.max())} is outside the vocabulary of "
-                            f"{vocab_size}", where=f"{self.prefix}.bin")
-        if not specials or not len(self.ids):
+        corrupt training. One pass over the file in blocks read into a buffer, not through the
+        memory map: memory stays bounded whatever the corpus size."""
+        if not len(self.ids):
             return
-        low = np.flatnonzero(self.ids <= max(specials))  # one pass; few ids are this small
-        found = low[np.isin(self.ids[low], specials)]
-        if len(found):
-            sentence = int(np.searchsorted(self.offsets, found[0], side="right")) - 1
+        top, first = -1, None  # the largest id; the position of the first special id
+        flag = max(specials) if specials else -1
+        with open(f"{self.prefix}.bin", "rb") as f:
+            start = 0
+            while len(block := np.fromfile(f, dtype=self.ids.dtype, count=self.CHECK_BLOCK)):
+                top = max(top, int(block.max()))
+                if first is None and specials:
+                    low = np.flatnonzero(block <= flag)  # one pass; few ids are this small
+                    found = low[np.isin(block[low], specials)]
+                    if len(found):
+                        first = start + int(found[0])
+                start += len(block)
+        if top >= vocab_size:
+            raise DataError(f"token id {top} is outside the vocabulary of {vocab_size}",
+                            where=f"{self.prefix}.bin")
+        if first is not None:
+            sentence = int(np.searchsorted(self.offsets, first, side="right")) - 1
             raise DataError(f"sentence {sentence + 1} holds the special id "
-                            f"{int(self.ids[found[0]])} (padding, BOS or EOS): damaged token "
+                            f"{int(self.ids[first])} (padding, BOS or EOS): damaged token "
                             "file", where=f"{self.prefix}.bin")
 
     def __len__(self) -> int:

@@ -161,3 +161,31 @@ def test_the_writer_holds_a_bounded_number_of_offsets(tmp_path):
     # 2M sentences: holding every offset would take 16 MB; the buffer is 64k offsets (512 kB)
     assert large < small + 1_000_000, (small, large)
     assert np.load(tmp_path / "w200.idx.npy").shape == (2_000_001,)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 1 << 22])
+def test_ids_are_checked_in_blocks_with_the_same_errors(prepared, tiny_vocab, monkeypatch,
+                                                        block):
+    monkeypatch.setattr(TokenArray, "CHECK_BLOCK", block)
+    data = load_prepared(prepared)
+    data.split("train")  # sound
+    path = prepared / "train.en.bin"
+    ids = np.fromfile(path, dtype=np.uint16)
+    ids[4] = tiny_vocab.eos_id  # sentences [5, 6, 7], [8], [9, 10]: the third
+    ids.tofile(path)
+    with pytest.raises(DataError, match="sentence 3 holds the special id"):
+        load_prepared(prepared).split("train")
+    ids[1] = len(tiny_vocab)  # an id outside the vocabulary is named first, as before
+    ids.tofile(path)
+    with pytest.raises(DataError, match=f"token id {len(tiny_vocab)} is outside"):
+        load_prepared(prepared).split("train")
+
+
+def test_checking_ids_takes_bounded_memory(tmp_path, monkeypatch):
+    n = 8_000_000  # one sentence of 8M ids: a whole-file check would build an 8 MB mask
+    rng = np.random.default_rng(1)
+    rng.integers(4, 1000, size=n, dtype=np.uint16).tofile(tmp_path / "big.bin")
+    np.save(tmp_path / "big.idx.npy", np.array([0, n], dtype=np.int64))
+    tokens = TokenArray(tmp_path / "big", np.uint16)
+    monkeypatch.setattr(TokenArray, "CHECK_BLOCK", 1 << 16)
+    assert _peak_bytes(lambda: tokens.check_ids(1000, (0, 2, 3))) < 1_000_000
