@@ -17,7 +17,8 @@ with nmt's settings (the same --spm-sample cap on sentences, BPE, byte fallback,
 ids; -j threads), then every line encoded with SentencePiece's batch encoder (-j threads) into
 flat id arrays plus lengths. The baseline cleans, filters and checks nothing, and has no
 validation split: it is the floor of what preparing the data costs. Peak RSS: the largest single
-process (getrusage of the run); PSS: the run's processes summed, sampled every 0.5 s.
+process (getrusage of the run); PSS: the run's processes summed, sampled every 0.1 s
+(every 0.5 s after the first 5 s).
 
 Training: `nmt train --preset base` on CPU, one step with a small --batch-tokens, on each
 size's prepared data (from the last -j); then a second invocation resumes and takes step 2.
@@ -144,7 +145,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
             if pid:
                 break
             pss = max(pss, _pss_kb(_tree(proc.pid)))
-            time.sleep(0.5)
+            time.sleep(0.1 if time.perf_counter() - start < 5 else 0.5)  # short runs too
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
         out.seek(0)
