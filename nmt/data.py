@@ -17,6 +17,7 @@ pairs each filter removed), `settings` (the stage settings), `content_hash`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from array import array
@@ -39,41 +40,81 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 class TokenArrayWriter:
-    """Streams sentences of ids into `{prefix}.bin` and `{prefix}.idx.npy`."""
+    """Streams sentences of ids into `{prefix}.bin` and `{prefix}.idx.npy`.
+
+    Both files are written as sentences come: memory stays bounded whatever the corpus size
+    (the offsets go to disk every `OFFSETS_BUFFER` sentences). The `.idx.npy` header, written
+    first for an empty array, is rewritten in place at `close` with the final length: numpy
+    pads the header so that its size does not depend on the length, and the file is
+    byte-identical to `np.save` of the whole offsets array.
+    """
+
+    OFFSETS_BUFFER = 1 << 16  # offsets held in memory before they are written out
 
     def __init__(self, prefix: str | os.PathLike, dtype: np.dtype) -> None:
         self.prefix = Path(prefix)
         self.dtype = np.dtype(dtype)
         self._bin = open(f"{self.prefix}.bin", "wb")
-        self._offsets = array("q", [0])
+        self._idx = open(f"{self.prefix}.idx.npy", "wb")
+        self._header = _offsets_header(0)
+        self._idx.write(self._header)
+        self._offsets = array("q", [0])  # not yet written out
+        self._count = 0  # offsets written out
+        self._last = 0  # tokens so far: the last offset
 
     def append(self, ids) -> None:
         data = np.asarray(ids, dtype=self.dtype)
         self._bin.write(data.tobytes())
-        self._offsets.append(self._offsets[-1] + len(data))
+        self._last += len(data)
+        self._offsets.append(self._last)
+        self._spill()
 
     def append_flat(self, flat: np.ndarray, lengths: np.ndarray) -> None:
         """Append many sentences at once: their ids concatenated, and each one's length."""
         self._bin.write(np.ascontiguousarray(flat, dtype=self.dtype).tobytes())
-        ends = self._offsets[-1] + np.cumsum(lengths, dtype=np.int64)
-        self._offsets.extend(ends.tolist())
+        if len(lengths):
+            ends = self._last + np.cumsum(lengths, dtype=np.int64)
+            self._offsets.extend(ends.tolist())
+            self._last = int(ends[-1])
+        self._spill()
+
+    def _spill(self, at_least: int | None = None) -> None:
+        if len(self._offsets) >= (at_least or self.OFFSETS_BUFFER):
+            self._idx.write(self._offsets.tobytes())
+            self._count += len(self._offsets)
+            self._offsets = array("q")
 
     @property
     def n_tokens(self) -> int:
-        return self._offsets[-1]
+        return self._last
 
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return self._count + len(self._offsets) - 1
 
     def close(self) -> None:
         self._bin.close()
-        np.save(f"{self.prefix}.idx.npy", np.frombuffer(self._offsets, dtype=np.int64))
+        self._spill(at_least=1)
+        header = _offsets_header(self._count)
+        if len(header) != len(self._header):  # cannot happen below 10^21 sentences
+            raise DataError("offsets header grew", where=f"{self.prefix}.idx.npy")
+        self._idx.seek(0)
+        self._idx.write(header)
+        self._idx.close()
 
     def __enter__(self) -> TokenArrayWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _offsets_header(n: int) -> bytes:
+    """The `.npy` header `np.save` writes for an (n,) int64 array."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False,
+        "shape": (n,)})
+    return buffer.getvalue()
 
 
 class TokenArray:
@@ -98,21 +139,34 @@ class TokenArray:
         if (self.lengths < 0).any():
             raise DataError("sentence offsets decrease: damaged index", where=str(idx_path))
 
+    CHECK_BLOCK = 1 << 22  # ids read at a time by `check_ids`
+
     def check_ids(self, vocab_size: int, specials: tuple[int, ...] = ()) -> None:
         """Every id is a piece of the vocabulary and none is one of `specials` (padding, BOS,
         EOS: sentences are stored without them), so a damaged file cannot crash or silently
-        corrupt training."""
-        if len(self.ids) and int(self.ids.max()) >= vocab_size:
-            raise DataError(f"token id {int(self.ids.max())} is outside the vocabulary of "
-                            f"{vocab_size}", where=f"{self.prefix}.bin")
-        if not specials or not len(self.ids):
+        corrupt training. One pass over the file in blocks read into a buffer, not through the
+        memory map: memory stays bounded whatever the corpus size."""
+        if not len(self.ids):
             return
-        low = np.flatnonzero(self.ids <= max(specials))  # one pass; few ids are this small
-        found = low[np.isin(self.ids[low], specials)]
-        if len(found):
-            sentence = int(np.searchsorted(self.offsets, found[0], side="right")) - 1
+        top, first = -1, None  # the largest id; the position of the first special id
+        flag = max(specials) if specials else -1
+        with open(f"{self.prefix}.bin", "rb") as f:
+            start = 0
+            while len(block := np.fromfile(f, dtype=self.ids.dtype, count=self.CHECK_BLOCK)):
+                top = max(top, int(block.max()))
+                if first is None and specials:
+                    low = np.flatnonzero(block <= flag)  # one pass; few ids are this small
+                    found = low[np.isin(block[low], specials)]
+                    if len(found):
+                        first = start + int(found[0])
+                start += len(block)
+        if top >= vocab_size:
+            raise DataError(f"token id {top} is outside the vocabulary of {vocab_size}",
+                            where=f"{self.prefix}.bin")
+        if first is not None:
+            sentence = int(np.searchsorted(self.offsets, first, side="right")) - 1
             raise DataError(f"sentence {sentence + 1} holds the special id "
-                            f"{int(self.ids[found[0]])} (padding, BOS or EOS): damaged token "
+                            f"{int(self.ids[first])} (padding, BOS or EOS): damaged token "
                             "file", where=f"{self.prefix}.bin")
 
     def __len__(self) -> int:
