@@ -7,7 +7,6 @@ from pathlib import Path
 from urllib.error import HTTPError
 
 import pytest
-import torch
 
 pytest.importorskip("starlette", reason="the `serve` extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the `serve` extra (starlette, uvicorn) is not installed")
@@ -15,6 +14,7 @@ httpx = pytest.importorskip("httpx", reason="httpx (a dev dependency) is not ins
 libretranslatepy = pytest.importorskip("libretranslatepy",
                                        reason="libretranslatepy (a dev dependency) is absent")
 
+from conftest import en_de_checkpoint  # noqa: E402
 from test_serve import LINES, Server, _cli_translations  # noqa: E402
 
 from nmt import translate  # noqa: E402
@@ -25,15 +25,6 @@ from nmt.search import SearchConfig  # noqa: E402
 from nmt.serve import app as serve_app  # noqa: E402
 from nmt.serve.engine import Output  # noqa: E402
 from nmt.serve.markup import segment  # noqa: E402
-
-
-def en_de_checkpoint(path: Path, vocab) -> Path:
-    cfg = preset("tiny", vocab_size=len(vocab), d_model=32, d_ff=64, n_heads=4,
-                 n_encoder_layers=2, n_decoder_layers=2, dropout=0.0)
-    torch.manual_seed(1234)
-    return save_checkpoint(path, Transformer(cfg).eval(), vocab,
-                           {"step": 1, "data": {"name": "toy", "src_lang": "en",
-                                                "tgt_lang": "de"}})
 
 
 @pytest.fixture(scope="module")

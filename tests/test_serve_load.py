@@ -17,8 +17,8 @@ pytest.importorskip("starlette", reason="the `serve` extra (starlette, uvicorn) 
 pytest.importorskip("uvicorn", reason="the `serve` extra (starlette, uvicorn) is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx (a dev dependency) is not installed")
 
+from conftest import en_de_checkpoint  # noqa: E402
 from test_serve import Server, _cli_translations, free_port  # noqa: E402
-from test_serve_libre import en_de_checkpoint  # noqa: E402
 
 from nmt.serve import app as serve_app  # noqa: E402
 from nmt.serve.guards import RateLimiter  # noqa: E402
