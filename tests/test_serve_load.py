@@ -189,3 +189,14 @@ def test_a_port_in_use_is_one_line_and_exit_2(ckpt):
     assert proc.returncode == 2
     assert err.splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: "
                                 "Address already in use"], err
+
+
+@pytest.mark.parametrize(("option", "words"), [
+    ("--api-keys", "holds no API key"), ("--languages", "--languages must be SRC-TGT")])
+def test_bad_access_options_are_one_line_and_exit_2(ckpt, tmp_path, option, words):
+    (tmp_path / "keys").write_text("# nothing but a comment\n\n")
+    value = str(tmp_path / "keys") if option == "--api-keys" else "en_de"
+    proc = serve_cli(ckpt, free_port(), option, value)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert len(err.splitlines()) == 1 and words in err, err
