@@ -109,6 +109,22 @@ def test_bodies_over_the_limit_get_413_with_or_without_a_length(ckpt):
         assert r.status_code == 413 and "over 1000 bytes" in r.json()["error"]
 
 
+def test_hostile_bodies_are_a_quick_400(ckpt):
+    config = serve_app.ServeConfig(checkpoints=(ckpt,), threads=1)
+    with Server(serve_app.create_app(config)) as s:
+        r = httpx.post(f"{s.url}/translate", content=b"[" * 200_000, timeout=30,
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+        r = httpx.post(f"{s.url}/translate", timeout=30, headers={
+            "Content-Type": "multipart/form-data; boundary=x"}, content=b"--x--")
+        assert r.status_code == 400 and "multipart" in r.json()["error"]
+        started = time.monotonic()  # unclosed tags and comments: no quadratic scan
+        r = httpx.post(f"{s.url}/translate", timeout=30, json={
+            "q": "<a" * 100_000 + "<!--" * 100_000, "source": "en", "target": "de",
+            "format": "html"})
+        assert r.status_code == 413 and time.monotonic() - started < 5
+
+
 def test_the_rate_limit_answers_429_per_client():
     now = [0.0]
     limiter = RateLimiter(3, clock=lambda: now[0])

@@ -59,6 +59,8 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[dict, bool]:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise BadRequest(400, "the body is not JSON") from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser goes
+        raise BadRequest(400, "the body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "the body must be a JSON object")
     return data, False

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 _LINE_BREAK = re.compile(r"(\r\n|\n|\r)")
 # a tag starts with a letter, / ! or ? after "<", so "a < b" stays text
-_TAG = re.compile(r"(<!--.*?-->|<[A-Za-z/!?][^>]*>)", re.S)
+_TAG = re.compile(r"(<!--.*?(?:-->|\Z)|<[A-Za-z/!?][^<>]*>)", re.S)
 _RAW_TEXT = re.compile(r"<(script|style)\b", re.I)
 _SPACE = re.compile(r"\s+")
 
