@@ -119,6 +119,10 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(
         "--max-wait-ms", help="How long a request waits to be batched with others.",
         rich_help_panel="Server")] = 5.0,
+    max_batch_lines: Annotated[int, typer.Option(
+        "--max-batch-lines", min=1, help="Lines batched into one model call at most "
+                                         "(1: no batching).",
+        rich_help_panel="Server")] = 64,
     max_queued_lines: Annotated[int, typer.Option(
         "--max-queued-lines", help="Lines waiting at most; beyond, requests get 503.",
         rich_help_panel="Server")] = 2048,
@@ -176,7 +180,8 @@ def serve(
     config = guarded(lambda: serve_app.ServeConfig(
         checkpoints=(model,), host=host or serve_app.LOOPBACK, port=port, device=device,
         precision=precision.value, threads=threads, max_wait_ms=max_wait_ms,
-        max_queued_lines=max_queued_lines, max_lines=max_lines, max_chars=max_chars,
+        max_batch_lines=max_batch_lines, max_queued_lines=max_queued_lines,
+        max_lines=max_lines, max_chars=max_chars,
         max_body_bytes=max_body_kb * 1024, body_timeout_s=body_timeout, rate_limit=rate_limit,
         api_keys=load_api_keys(api_keys) if api_keys else (),
         languages=parse_pair(languages) if languages else None,
