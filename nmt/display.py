@@ -245,6 +245,15 @@ def translate_summary(stats) -> None:
           f"{rate:.1f} sentences/s" + (f"; {', '.join(notes)}" if notes else ""))
 
 
+def serve_stopped(stopped) -> None:
+    """The one line `nmt serve` ends with (`nmt.serve.app.Stopped`)."""
+    if stopped.signal is None:
+        plain(f"nmt serve: stopped; {stopped.answered} translate request(s) answered")
+        return
+    plain(f"nmt serve: {stopped.signal}: finished the {stopped.in_flight} request(s) in flight "
+          f"and stopped; {stopped.answered} translate request(s) answered")
+
+
 def info_table(rows: list[tuple[str, str]]) -> None:
     table = Table(title="nmt checkpoint", show_header=False)
     table.add_column("field", style="bold")

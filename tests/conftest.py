@@ -34,6 +34,18 @@ def toy_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
+def en_de_checkpoint(path: Path, vocab: Vocabulary) -> Path:
+    """A tiny untrained model saved as a checkpoint whose data is recorded as English-German."""
+    from nmt.checkpoint import save_checkpoint
+
+    cfg = preset("tiny", vocab_size=len(vocab), d_model=32, d_ff=64, n_heads=4,
+                 n_encoder_layers=2, n_decoder_layers=2, dropout=0.0)
+    torch.manual_seed(1234)
+    return save_checkpoint(path, Transformer(cfg).eval(), vocab,
+                           {"step": 1, "data": {"name": "toy", "src_lang": "en",
+                                                "tgt_lang": "de"}})
+
+
 @pytest.fixture(scope="session")
 def tiny_vocab() -> Vocabulary:
     text = [side for pair in toy_pairs() for side in pair]

@@ -101,7 +101,9 @@ def plot(
 
 
 SERVE_EXAMPLES = ("Example: [bold]nmt serve -c runs/base/avg --port 8080[/], then open "
-    "http://127.0.0.1:8080/ or POST {\"text\": [\"...\"]} to /translate")
+    "http://127.0.0.1:8080/, or POST {\"text\": [\"...\"]} (nmt) or {\"q\": \"...\", "
+    "\"source\": \"en\", \"target\": \"de\"} (LibreTranslate) to /translate")
+LIMITS, ACCESS = "Limits", "Access"
 
 
 def serve(
@@ -117,9 +119,40 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(
         "--max-wait-ms", help="How long a request waits to be batched with others.",
         rich_help_panel="Server")] = 5.0,
+    max_batch_lines: Annotated[int, typer.Option(
+        "--max-batch-lines", min=1, help="Lines batched into one model call at most "
+                                         "(1: no batching).",
+        rich_help_panel="Server")] = 64,
     max_queued_lines: Annotated[int, typer.Option(
         "--max-queued-lines", help="Lines waiting at most; beyond, requests get 503.",
         rich_help_panel="Server")] = 2048,
+    languages: Annotated[str | None, typer.Option(
+        "--languages", help="SRC-TGT the model translates (e.g. en-de), for the LibreTranslate "
+                            "API. Default: what the checkpoint's data records.",
+        show_default=False, rich_help_panel="Server")] = None,
+    shutdown_timeout: Annotated[float, typer.Option(
+        "--shutdown-timeout", help="On SIGTERM, seconds the requests in flight may still take.",
+        rich_help_panel="Server")] = 30.0,
+    max_lines: Annotated[int, typer.Option(
+        "--max-lines", min=1, help="Sentences per request at most; beyond: 413.",
+        rich_help_panel=LIMITS)] = 64,
+    max_chars: Annotated[int, typer.Option(
+        "--max-chars", min=1, help="Characters per sentence at most; beyond: 413.",
+        rich_help_panel=LIMITS)] = 2000,
+    max_body_kb: Annotated[int, typer.Option(
+        "--max-body-kb", min=1, help="Request body size at most (KiB); beyond: 413.",
+        rich_help_panel=LIMITS)] = 1024,
+    body_timeout: Annotated[float, typer.Option(
+        "--body-timeout", help="Seconds a request body may take to arrive; beyond: 408.",
+        rich_help_panel=LIMITS)] = 10.0,
+    rate_limit: Annotated[int | None, typer.Option(
+        "--rate-limit", min=1, help="Translate requests per minute per client address; "
+                                    "beyond: 429. Default: no limit.",
+        show_default=False, rich_help_panel=ACCESS)] = None,
+    api_keys: Annotated[Path | None, typer.Option(
+        "--api-keys", help="File of API keys, one a line: every translate request must then "
+                           "send one as api_key (else 403). Default: no keys.",
+        show_default=False, rich_help_panel=ACCESS)] = None,
     beam: Annotated[int, typer.Option("--beam", "-b", min=1,
                                       help="Default beam size of requests.",
                                       rich_help_panel=SEARCH)] = 4,
@@ -135,18 +168,25 @@ def serve(
         "--threads", help="CPU threads (default: all available cores).",
         show_default=False, rich_help_panel=HARDWARE)] = None,
 ) -> None:
-    """Serve translations over HTTP with a web page (the `serve` extra); the model is loaded
-    once and concurrent requests are batched together."""
+    """Serve translations over HTTP with a web page (the `serve` extra): nmt's API and the
+    LibreTranslate API; the model is loaded once and concurrent requests are batched
+    together. SIGTERM finishes the requests in flight, then exits 0."""
     from nmt.serve import app as serve_app
     from nmt.serve.engine import Options
+    from nmt.serve.guards import load_api_keys
+    from nmt.serve.libre import parse_pair
 
     model = model_path(checkpoint)
     config = guarded(lambda: serve_app.ServeConfig(
         checkpoints=(model,), host=host or serve_app.LOOPBACK, port=port, device=device,
         precision=precision.value, threads=threads, max_wait_ms=max_wait_ms,
-        max_queued_lines=max_queued_lines, defaults=Options(beam=beam, alpha=alpha)))
-    guarded(serve_app.run, config, explicit_host=host is not None)
-
+        max_batch_lines=max_batch_lines, max_queued_lines=max_queued_lines,
+        max_lines=max_lines, max_chars=max_chars,
+        max_body_bytes=max_body_kb * 1024, body_timeout_s=body_timeout, rate_limit=rate_limit,
+        api_keys=load_api_keys(api_keys) if api_keys else (),
+        languages=parse_pair(languages) if languages else None,
+        shutdown_timeout_s=shutdown_timeout, defaults=Options(beam=beam, alpha=alpha)))
+    display.serve_stopped(guarded(serve_app.run, config, explicit_host=host is not None))
 
 
 def register(app: typer.Typer) -> None:

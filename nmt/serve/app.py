@@ -1,22 +1,27 @@
 """The HTTP application of `nmt serve` (Starlette on uvicorn, the `serve` extra).
 
-- `POST /translate` `{"text": ["...", ...], "beam": 4, "lenpen": 0.6, "attention": false}` ->
-  `{"translations": [...], "model": ..., "elapsed_ms": ...}`, plus `"attention"` (one
-  `{source_tokens, target_tokens, weights}` per line: the last layer's head-averaged
-  cross-attention) when asked for.
-- `GET /health` -> status, model, device and the batching counters.
+- `POST /translate` speaks two schemas, told apart by the body: a form, or a JSON object with
+  `q`, `source` or `target` and no `text`, is the LibreTranslate API (`libre`); any other
+  JSON object is nmt's own (`native`: `{"text": [...], "beam": 4, ...}` ->
+  `{"translations": [...], ...}`).
+- `GET /languages` -> the LibreTranslate language list (the pair the model serves).
+- `GET /health` -> status, model, device, languages and the batching counters.
 - `GET /` -> the web page.
 
-A bad request (not JSON, wrong shape or types, too many or too long lines, an unknown field)
-gets a 4xx answer with `{"error": ...}`; a full queue gets 503.
+Every failure is `{"error": ...}`: 400 (bad input; 422 for a well-formed nmt request with bad
+values), 403 (API keys configured and a wrong or missing `api_key`), 408 (the body did not
+arrive in time), 413 (too large: body, lines or characters), 429 (over `rate_limit`), 503
+(the queue is full), 500 (a failure of the server). `run` serves until SIGTERM, then finishes
+the requests in flight and returns what it did.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-import math
+import signal
+import socket
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,12 +29,15 @@ from importlib import resources
 from pathlib import Path
 
 from nmt.errors import ConfigError
+from nmt.serve import libre, native
 from nmt.serve.batcher import Batcher, Overloaded
 from nmt.serve.engine import Engine, Options
+from nmt.serve.guards import BadRequest, RateLimiter, check_key, decode_body, read_body
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+LIBRE_FIELDS = frozenset({"q", "source", "target"})  # a JSON body with one (and no "text")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,10 +52,15 @@ class ServeConfig:
     max_wait_ms: float = 5.0  # how long a request waits for others to batch with
     max_batch_lines: int = 64  # lines collected into one model call at most
     max_queued_lines: int = 2048  # more waiting lines than this: 503
-    max_lines: int = 64  # lines per request
-    max_chars: int = 2000  # characters per line
+    max_lines: int = 64  # sentences per request (nmt: lines; LibreTranslate: lines or segments)
+    max_chars: int = 2000  # characters per sentence
     max_beam: int = 16
     max_body_bytes: int = 1 << 20
+    body_timeout_s: float = 10.0  # a body not arrived by then: 408
+    rate_limit: int | None = None  # translate requests per minute per client address
+    api_keys: tuple[str, ...] = ()  # when set, every translate request needs one of them
+    languages: tuple[str, str] | None = None  # (source, target); default: the checkpoint's
+    shutdown_timeout_s: float = 30.0  # on SIGTERM, how long in-flight requests may take
     defaults: Options = field(default_factory=Options)
 
     def __post_init__(self) -> None:
@@ -56,8 +69,18 @@ class ServeConfig:
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port {self.port} is not in 0..65535")
         if min(self.max_lines, self.max_chars, self.max_batch_lines, self.max_queued_lines,
-               self.max_beam) < 1 or self.max_wait_ms < 0:
+               self.max_beam, self.max_body_bytes) < 1 or self.max_wait_ms < 0 or min(
+               self.body_timeout_s, self.shutdown_timeout_s) <= 0:
             raise ConfigError("serving limits must be positive")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ConfigError(f"--rate-limit must be at least 1 request per minute, "
+                              f"not {self.rate_limit}")
+
+
+@dataclass
+class Counters:
+    in_flight: int = 0  # translate requests being handled now
+    answered: int = 0  # translate requests answered (any status)
 
 
 def is_loopback(host: str) -> bool:
@@ -67,73 +90,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-_FIELDS = {"text", "beam", "lenpen", "alpha", "lenpen_style", "max_len_a", "max_len_b",
-           "attention"}
-
-
-def parse_request(body: bytes, config: ServeConfig) -> tuple[list[str], Options]:
-    """The lines and options of a /translate body, or `BadRequest`."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        raise BadRequest(400, "the body is not JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest(400, "the body must be a JSON object")
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        raise BadRequest(400, f"unknown field(s): {', '.join(unknown)}; known: "
-                              f"{', '.join(sorted(_FIELDS))}")
-    if "text" not in data:
-        raise BadRequest(400, 'missing "text": a list of sentences')
-    text = data["text"]
-    if isinstance(text, str):
-        text = [text]
-    if not isinstance(text, list) or not all(isinstance(t, str) for t in text):
-        raise BadRequest(422, '"text" must be a list of strings')
-    if not text:
-        raise BadRequest(422, '"text" is empty')
-    if len(text) > config.max_lines:
-        raise BadRequest(413, f"{len(text)} lines; at most {config.max_lines} per request")
-    for n, t in enumerate(text):
-        if len(t) > config.max_chars:
-            raise BadRequest(413, f"line {n + 1} has {len(t)} characters; at most "
-                                  f"{config.max_chars}")
-    d = config.defaults
-
-    def number(key: str, default, kind, low, high):
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, kind) or (
-                isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
-            what = "an integer" if kind is int else "a number"
-            raise BadRequest(422, f'"{key}" must be {what} in [{low}, {high}]')
-        return value
-
-    beam = number("beam", d.beam, int, 1, config.max_beam)
-    alpha = number("lenpen", d.alpha, int | float, 0.0, 10.0)
-    if "alpha" in data:
-        alpha = number("alpha", d.alpha, int | float, 0.0, 10.0)
-    style = data.get("lenpen_style", d.lenpen_style)
-    if style not in ("gnmt", "fairseq"):
-        raise BadRequest(422, '"lenpen_style" must be "gnmt" or "fairseq"')
-    max_len_a = number("max_len_a", d.max_len_a, int | float, 0.0, 10.0)
-    max_len_b = number("max_len_b", d.max_len_b, int, 0, 1000)
-    if max_len_a == 0 and max_len_b == 0:
-        raise BadRequest(422, "the maximum output length (a * source + b) must be positive")
-    attention = data.get("attention", d.attention)
-    if not isinstance(attention, bool):
-        raise BadRequest(422, '"attention" must be true or false')
-    # line breaks inside a line would not survive: they are spaces, as in `nmt translate`
-    text = [t.translate({10: 32, 13: 32}) for t in text]
-    return text, Options(beam=beam, alpha=float(alpha), lenpen_style=style,
-                         max_len_a=float(max_len_a), max_len_b=max_len_b, attention=attention)
 
 
 def page() -> bytes:
@@ -154,41 +110,66 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
     batcher = Batcher(engine.translate, max_wait_s=config.max_wait_ms / 1000,
                       max_batch_lines=config.max_batch_lines,
                       max_queued_lines=config.max_queued_lines)
+    pair = config.languages or getattr(engine, "languages", None)
+    limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
+    counters = Counters()
     html = page()
 
-    def error(status: int, message: str, **headers) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
-    async def translate(request: Request) -> JSONResponse:
-        started = time.perf_counter()
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > config.max_body_bytes):
-            return error(413, f"the body is over {config.max_body_bytes} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_body_bytes:
-                return error(413, f"the body is over {config.max_body_bytes} bytes")
+    async def submit(lines: list[str], options: Options):
         try:
-            lines, options = parse_request(body, config)
-        except BadRequest as exc:
-            return error(exc.status, str(exc))
-        try:
-            outputs = await batcher.submit(lines, options)
+            return await batcher.submit(lines, options)
         except Overloaded as exc:
-            return error(503, str(exc), **{"Retry-After": "1"})
+            raise BadRequest(503, str(exc), headers={"Retry-After": "1"}) from None
+
+    async def native_translate(data: dict, started: float) -> JSONResponse:
+        check_key(data.get("api_key"), config.api_keys)
+        lines, options = native.parse_request(data, config)
+        outputs = await submit(lines, options)
         answer = {"translations": [o.translation for o in outputs], "model": engine.name,
                   "elapsed_ms": round((time.perf_counter() - started) * 1000, 2)}
         if options.attention:
             answer["attention"] = [o.attention for o in outputs]
         return JSONResponse(answer)
 
+    async def libre_translate(data: dict) -> JSONResponse:
+        check_key(data.get("api_key"), config.api_keys)
+        request = libre.parse(data, config, pair)
+        sentences = request.sentences
+        outputs = await submit(sentences, request.options) if sentences else []
+        return JSONResponse(libre.answer(request, outputs))
+
+    async def translate(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        counters.in_flight += 1
+        try:
+            if limiter is not None:
+                limiter.check(request.client.host if request.client else "")
+            body = await read_body(request, config.max_body_bytes, config.body_timeout_s)
+            data, form = decode_body(body, request.headers.get("content-type"))
+            if form or ("text" not in data and not LIBRE_FIELDS.isdisjoint(data)):
+                return await libre_translate(data)
+            return await native_translate(data, started)
+        except BadRequest as exc:
+            return error(exc.status, str(exc), exc.headers)
+        finally:
+            counters.in_flight -= 1
+            counters.answered += 1
+
+    async def languages(request: Request) -> JSONResponse:
+        return JSONResponse(libre.languages(pair))
+
     async def health(request: Request) -> JSONResponse:
         s = batcher.stats
         return JSONResponse({"status": "ok", "model": engine.name, "device": engine.description,
+                             "languages": "-".join(pair) if pair else None,
+                             "api_keys": bool(config.api_keys),
                              "requests": s.requests, "lines": s.lines,
                              "model_calls": s.model_calls, "rejected": s.rejected,
-                             "queued_lines": batcher.queued_lines})
+                             "queued_lines": batcher.queued_lines,
+                             "in_flight": counters.in_flight})
 
     async def index(request: Request) -> HTMLResponse:
         return HTMLResponse(html)
@@ -209,12 +190,14 @@ def create_app(config: ServeConfig, engine: Engine | None = None):
             await batcher.stop()
 
     app = Starlette(routes=[Route("/translate", translate, methods=["POST"]),
+                            Route("/languages", languages, methods=["GET"]),
                             Route("/health", health, methods=["GET"]),
                             Route("/", index, methods=["GET"])],
                     exception_handlers={HTTPException: http_error, 500: server_error},
                     lifespan=lifespan)
     app.state.batcher = batcher
     app.state.engine = engine
+    app.state.counters = counters
     return app
 
 
@@ -228,16 +211,69 @@ def _imports():
     return uvicorn
 
 
-def run(config: ServeConfig, *, explicit_host: bool = False) -> None:
-    """Load the model once and serve until interrupted. A host other than loopback is refused
-    unless `explicit_host` (the user typed --host)."""
+@dataclass
+class Stopped:
+    """How `run` ended."""
+
+    signal: str | None  # "SIGTERM", or None when the server stopped by itself
+    in_flight: int  # translate requests in flight when the signal came (all were finished)
+    answered: int  # translate requests answered in all
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (port 0: a free one), or a one-line ConfigError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def run(config: ServeConfig, *, explicit_host: bool = False) -> Stopped:
+    """Load the model once and serve until SIGTERM (then finish the requests in flight, at
+    most `shutdown_timeout_s`) or SIGINT. A host other than loopback is refused unless
+    `explicit_host` (the user typed --host)."""
     if not is_loopback(config.host) and not explicit_host:
         raise ConfigError(f"refusing to listen on {config.host} without an explicit --host")
     uvicorn = _imports()
-    app = create_app(config)
+    sock = listen(config.host, config.port)
+    try:
+        app = create_app(config)
+    except BaseException:
+        sock.close()
+        raise
     if not is_loopback(config.host):
-        log.warning("listening on %s: anyone who can reach this port can use the model "
-                    "(no authentication)", config.host)
-    log.info("serving %s on http://%s:%d/", app.state.engine.name, config.host, config.port)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
-                access_log=False)
+        log.warning("listening on %s: anyone who can reach this port can use the model%s",
+                    config.host, "" if config.api_keys else " (no API keys)")
+    port = sock.getsockname()[1]
+    counters: Counters = app.state.counters
+    stopped = Stopped(None, 0, 0)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if stopped.signal is None:
+                stopped.signal = signal.Signals(sig).name
+                stopped.in_flight = counters.in_flight
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                   timeout_graceful_shutdown=config.shutdown_timeout_s))
+    pair = config.languages or app.state.engine.languages
+    log.info("serving %s%s on http://%s:%d/", app.state.engine.name,
+             f" ({'-'.join(pair)})" if pair else "", config.host, port)
+    # uvicorn re-raises the signal it stopped on once it has shut down; SIGTERM then lands
+    # here, so the process exits 0 (SIGINT stays a KeyboardInterrupt: exit 130)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None) if main else None
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    stopped.answered = counters.answered
+    return stopped

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from nmt import translate as tr
+from nmt.checkpoint import read_meta
 from nmt.files import available_cores
 from nmt.search import SearchConfig
 
@@ -26,12 +27,22 @@ class Options:
     max_len_a: float = 1.0
     max_len_b: int = 50
     attention: bool = False  # also return the cross-attention of each translation
+    nbest: int = 1  # hypotheses per line: the best, then `nbest - 1` alternatives (<= beam)
 
 
 @dataclass
 class Output:
     translation: str
     attention: dict | None = None  # source_tokens, target_tokens, weights (T x S)
+    alternatives: list[str] = field(default_factory=list)  # the next best, when nbest > 1
+
+
+def languages_of(checkpoint: Path) -> tuple[str, str] | None:
+    """(source, target) language codes of the data the checkpoint was trained on, if its meta
+    records them."""
+    data = read_meta(checkpoint).get("data") or {}
+    src, tgt = data.get("src_lang"), data.get("tgt_lang")
+    return (src.lower(), tgt.lower()) if src and tgt else None
 
 
 class Engine:
@@ -49,6 +60,7 @@ class Engine:
         self.ensemble, self.vocab = tr.load_models(self.base.checkpoints, self.device, dtype,
                                                    int8=precision == "int8")
         self.name = Path(checkpoints[0]).resolve().name
+        self.languages = languages_of(Path(checkpoints[0]))
         self.description = f"{self.device} {str(dtype).removeprefix('torch.')}"
         self.calls = 0  # model calls (one per `translate`), for /health and the tests
         self._translators: dict[Options, tr.Translator] = {}
@@ -58,7 +70,8 @@ class Engine:
         if found is None:
             config = dataclasses.replace(
                 self.base, search=SearchConfig(beam=options.beam, alpha=options.alpha,
-                                               lenpen_style=options.lenpen_style),
+                                               lenpen_style=options.lenpen_style,
+                                               nbest=options.nbest),
                 max_len_a=options.max_len_a, max_len_b=options.max_len_b,
                 alignments=options.attention)
             found = tr.Translator(self.ensemble, config, self.device, "<http>", self.vocab)
@@ -86,5 +99,6 @@ class Engine:
                 attention = {"source_tokens": a.source_tokens, "target_tokens": a.target_tokens,
                              "weights": [[round(w, 4) for w in row]
                                          for row in a.weights.tolist()]}
-            outputs.append(Output(text, attention))
+            others = [tr.clean(self.vocab.decode(h.tokens)) for h in line.hyps[1:]]
+            outputs.append(Output(text, attention, others))
         return outputs
