@@ -84,15 +84,22 @@ def test_translate_output_on_a_full_disk(tmp_path, ckpt):
         assert (fs / "out.de").read_text() == "old\n"  # -o never truncates
 
 
-def test_train_on_a_full_disk_stops_in_one_line(tmp_path, tiny_vocab):
+def tiny_training(tmp_path: Path, vocab, max_steps: int) -> tuple[Path, Path]:
+    """A prepared directory of 30 short pairs and a config that saves every 2 steps."""
     from train.support import SMALL_MODEL, write_prepared
 
-    ids = tiny_vocab.encode_batch(["A man sits .", "The dog plays .", "A girl runs ."] * 10)
-    data = write_prepared(tmp_path / "data", tiny_vocab,
+    ids = vocab.encode_batch(["A man sits .", "The dog plays .", "A girl runs ."] * 10)
+    data = write_prepared(tmp_path / "data", vocab,
                           {"train": (ids, ids), "valid": (ids[:3], ids[:3])})
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"preset": "tiny", "model": SMALL_MODEL, "batch_tokens": 200,
-                                  "max_steps": 4, "save_every": 2, "valid_bleu_lines": 0}))
+                                  "max_steps": max_steps, "save_every": 2,
+                                  "valid_bleu_lines": 0}))
+    return data, config
+
+
+def test_train_on_a_full_disk_stops_in_one_line(tmp_path, tiny_vocab):
+    data, config = tiny_training(tmp_path, tiny_vocab, max_steps=4)
     with small_fs(tmp_path, "48k") as fs:
         proc = nmt("train", data, "--config", config, "--run", fs / "run", "--threads", "1")
         errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
@@ -118,14 +125,8 @@ def test_a_full_disk_while_saving_the_training_state_keeps_the_last_checkpoint(t
     """torch.save reports ENOSPC as its own RuntimeError ("unexpected pos"): still one line,
     the previous checkpoint intact, no partial copy left."""
     import torch
-    from train.support import SMALL_MODEL, write_prepared
 
-    ids = tiny_vocab.encode_batch(["A man sits .", "The dog plays .", "A girl runs ."] * 10)
-    data = write_prepared(tmp_path / "data", tiny_vocab,
-                          {"train": (ids, ids), "valid": (ids[:3], ids[:3])})
-    config = tmp_path / "c.json"
-    config.write_text(json.dumps({"preset": "tiny", "model": SMALL_MODEL, "batch_tokens": 200,
-                                  "max_steps": 2, "save_every": 2, "valid_bleu_lines": 0}))
+    data, config = tiny_training(tmp_path, tiny_vocab, max_steps=2)
     with small_fs(tmp_path, "8m") as fs:
         run = fs / "run"
         first = nmt("train", data, "--config", config, "--run", run, "--threads", "1")
