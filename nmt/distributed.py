@@ -26,8 +26,6 @@ import torch
 from nmt.errors import ConfigError, NmtError
 from nmt.launcher import Launch
 
-__all__ = ["Launch", "World", "WorkerError", "setup", "teardown", "launch"]
-
 log = logging.getLogger(__name__)
 
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)  # covers rank 0 validating alone

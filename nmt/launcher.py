@@ -57,18 +57,21 @@ def fail_now(message: str, exit_code: int = 2) -> None:
     os._exit(exit_code)
 
 
-def _send(report: tuple) -> None:
-    """Send the worker's one report, whichever thread comes first."""
+def _send(report: tuple) -> tuple:
+    """Send the worker's one report, whichever thread comes first; returns what was sent (a
+    crash report in place of an unpicklable result)."""
     global _report
     with _report_lock:
         conn, _report = _report, None
         if conn is None:
-            return
+            return report
         try:
             conn.send(report)
         except Exception:  # noqa: BLE001 - an unpicklable result
-            conn.send(("crash", traceback.format_exc()))
+            report = ("crash", traceback.format_exc())
+            conn.send(report)
         conn.close()
+    return report
 
 
 class WorkerFailed(Exception):
@@ -251,7 +254,7 @@ def _worker_main(payload: bytes, env: dict[str, str], conn: Connection, parent: 
         report: tuple = ("ok", fn(*args))
     except BaseException as exc:  # noqa: BLE001 - every failure is reported
         report = _failure(exc)
-    _send(report)
+    report = _send(report)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit({"ok": 0, "error": report[2] if report[0] == "error" else 1}.get(report[0], 1))

@@ -54,8 +54,12 @@ class Watch:
             self.heartbeat.stop()
 
     def failure(self, exc: Exception) -> NmtError:
-        """`exc`, which nmt did not raise itself, as the one-line error of this worker."""
-        lost = self.heartbeat.verdict() if self.heartbeat is not None else None
+        """`exc`, which nmt did not raise itself, as the one-line error of this worker. A
+        failed collective waits for the heartbeat to say who was lost; any other error only
+        asks whether a loss is known already."""
+        lost = None
+        if self.heartbeat is not None:
+            lost = self.heartbeat.verdict(None if collective_failure(exc) else 0.0)
         if lost is not None:
             message = self.lost_message(lost)
             self._log(message, exc)
@@ -105,6 +109,14 @@ class Watch:
             log.debug("cannot write %s: %s", path, err)
             return None
         return path
+
+
+def collective_failure(exc: Exception) -> bool:
+    """A collective that failed because a peer went away: torch's distributed errors, and
+    gloo's transport errors, which it raises as plain RuntimeErrors."""
+    import torch
+
+    return isinstance(exc, torch.distributed.DistError) or "gloo" in str(exc)
 
 
 def resume_command() -> str:
